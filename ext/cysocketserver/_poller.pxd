@@ -1,0 +1,21 @@
+# The poller: waits, with the GIL released, for the listening descriptor and a wake-up.
+
+cdef enum:
+    LISTENER_READY = 1
+    WOKEN = 2
+
+cdef class Poller:
+    cdef int backend          # EPOLL or POLL
+    cdef int epfd             # the epoll instance, or -1
+    cdef int wake_rfd         # read end of the wake-up (the eventfd itself on Linux)
+    cdef int wake_wfd         # write end of the wake-up
+    cdef int listen_fd        # the watched listener, or -1
+    cdef bint watching        # whether the listener is in the interest set
+
+    cdef int set_listener(self, int fd) except -1
+    cdef int watch(self) except -1
+    cdef int unwatch(self) except -1
+    cdef int wait(self, double timeout) except -1
+    cdef int wake(self) noexcept nogil
+    cdef int close_fds(self) noexcept
+    cdef int _fail(self) except -1

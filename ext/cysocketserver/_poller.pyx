@@ -1,0 +1,187 @@
+# cython: freethreading_compatible = False
+"""The poller behind the serve loop: epoll on Linux, poll() elsewhere, plus a wake-up descriptor.
+
+shutdown() from another thread writes to the wake-up descriptor, so the loop returns within
+one wake-up rather than after up to poll_interval as the stdlib's does.
+"""
+from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
+cimport libc.errno
+from libc.errno cimport errno
+from libc.stdint cimport uint64_t
+from libc.math cimport ceil
+
+from cysocketserver.includes.syscalls cimport *
+
+cdef enum:
+    EPOLL = 1
+    POLL = 2
+
+
+cdef int _set_flags(int fd, bint cloexec) except -1:
+    """Make a descriptor non-blocking (and close-on-exec where asked)."""
+    cdef int flags = fcntl(fd, F_GETFL)
+    if flags < 0 or fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0:
+        PyErr_SetFromErrno(OSError)
+        return -1
+    if cloexec and fcntl(fd, F_SETFD, FD_CLOEXEC) < 0:
+        PyErr_SetFromErrno(OSError)
+        return -1
+    return 0
+
+
+cdef inline int _timeout_ms(double timeout) noexcept:
+    """Seconds (negative: forever) to poll's milliseconds, rounding up so we never wake early."""
+    if timeout < 0:
+        return -1
+    if timeout > 86400.0 * 24:
+        return 86400 * 24 * 1000
+    return <int>ceil(timeout * 1000.0)
+
+
+cdef class Poller:
+
+    cdef int _fail(self) except -1:
+        """Release what __cinit__ got so far and raise OSError for the current errno."""
+        cdef int err = errno
+        self.close_fds()
+        libc.errno.errno = err
+        PyErr_SetFromErrno(OSError)
+        return -1
+
+    def __cinit__(self):
+        self.epfd = -1
+        self.wake_rfd = -1
+        self.wake_wfd = -1
+        self.listen_fd = -1
+        self.watching = False
+        cdef int fds[2]
+        cdef epoll_event ev
+        if CYS_HAVE_EPOLL:
+            self.backend = EPOLL
+            self.epfd = epoll_create1(EPOLL_CLOEXEC)
+            if self.epfd < 0:
+                self._fail()
+        else:
+            self.backend = POLL
+        if CYS_HAVE_EVENTFD:
+            self.wake_rfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
+            if self.wake_rfd < 0:
+                self._fail()
+            self.wake_wfd = self.wake_rfd
+        else:
+            if pipe(fds) < 0:
+                self._fail()
+            self.wake_rfd = fds[0]
+            self.wake_wfd = fds[1]
+            try:
+                _set_flags(self.wake_rfd, True)
+                _set_flags(self.wake_wfd, True)
+            except BaseException:
+                self.close_fds()
+                raise
+        if self.backend == EPOLL:
+            ev.events = EPOLLIN
+            ev.data.u64 = WOKEN
+            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.wake_rfd, &ev) < 0:
+                self._fail()
+
+    def __dealloc__(self):
+        self.close_fds()
+
+    cdef int set_listener(self, int fd) except -1:
+        if fd == self.listen_fd:
+            return 0
+        self.unwatch()
+        self.listen_fd = fd
+        return self.watch()
+
+    cdef int watch(self) except -1:
+        cdef epoll_event ev
+        if self.watching or self.listen_fd < 0:
+            return 0
+        if self.backend == EPOLL:
+            ev.events = EPOLLIN
+            ev.data.u64 = LISTENER_READY
+            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.listen_fd, &ev) < 0:
+                PyErr_SetFromErrno(OSError)
+                return -1
+        self.watching = True
+        return 0
+
+    cdef int unwatch(self) except -1:
+        cdef epoll_event ev
+        if not self.watching:
+            return 0
+        self.watching = False
+        if self.backend == EPOLL:
+            # The listener may have been closed already, which removed it: not an error.
+            epoll_ctl(self.epfd, EPOLL_CTL_DEL, self.listen_fd, &ev)
+        return 0
+
+    cdef int wait(self, double timeout) except -1:
+        """Wait up to timeout seconds (negative: forever); return LISTENER_READY|WOKEN bits."""
+        cdef epoll_event events[2]
+        cdef pollfd fds[2]
+        cdef int n, i, flags = 0, ms
+        cdef nfds_t nfds
+        cdef uint64_t drained
+        if self.wake_rfd < 0:
+            raise ValueError("the poller is closed")
+        ms = _timeout_ms(timeout)
+        while True:
+            if self.backend == EPOLL:
+                with nogil:
+                    n = epoll_wait(self.epfd, events, 2, ms)
+                for i in range(n):
+                    flags |= <int>events[i].data.u64
+            else:
+                fds[0].fd = self.wake_rfd
+                fds[0].events = POLLIN
+                fds[0].revents = 0
+                nfds = 1
+                if self.watching:
+                    fds[1].fd = self.listen_fd
+                    fds[1].events = POLLIN
+                    fds[1].revents = 0
+                    nfds = 2
+                with nogil:
+                    n = poll(fds, nfds, ms)
+                if n > 0:
+                    if fds[0].revents:
+                        flags |= WOKEN
+                    if nfds == 2 and fds[1].revents:
+                        flags |= LISTENER_READY
+            if n >= 0:
+                break
+            if errno != EINTR:
+                PyErr_SetFromErrno(OSError)
+                return -1
+            # A signal: run its Python handler (Ctrl-C raises here), then report a spurious
+            # wake-up so the caller recomputes its deadline.
+            PyErr_CheckSignals()
+            break
+        if flags & WOKEN:
+            with nogil:
+                while read(self.wake_rfd, &drained, sizeof(drained)) > 0:
+                    pass
+        return flags
+
+    cdef int wake(self) noexcept nogil:
+        cdef uint64_t one = 1
+        if self.wake_wfd >= 0:
+            # EAGAIN means a wake-up is pending already; nothing else can usefully be done.
+            write(self.wake_wfd, &one, sizeof(one) if self.wake_wfd == self.wake_rfd else 1)
+        return 0
+
+    cdef int close_fds(self) noexcept:
+        if self.epfd >= 0:
+            close(self.epfd)
+            self.epfd = -1
+        if self.wake_wfd >= 0 and self.wake_wfd != self.wake_rfd:
+            close(self.wake_wfd)
+        if self.wake_rfd >= 0:
+            close(self.wake_rfd)
+        self.wake_rfd = self.wake_wfd = -1
+        self.listen_fd = -1
+        self.watching = False
+        return 0

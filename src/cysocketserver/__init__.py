@@ -1,0 +1,73 @@
+"""The standard library's socketserver, compiled.
+
+Use it as ``import cysocketserver as socketserver``, or call ``cysocketserver.install()``
+before importing modules that build on socketserver (http.server, xmlrpc.server,
+wsgiref.simple_server, logging.config) so that their servers run on this package.
+"""
+import os
+import sys
+
+from ._engine import IMPLEMENTATION, SocketWriter as _SocketWriter
+from ._version import __version__
+from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
+from .mixins import ThreadingMixIn
+from .servers import BaseServer, TCPServer, UDPServer
+
+__all__ = [
+    "BaseServer", "TCPServer", "UDPServer",
+    "ThreadingUDPServer", "ThreadingTCPServer",
+    "BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler",
+    "ThreadingMixIn",
+]
+
+
+class ThreadingUDPServer(ThreadingMixIn, UDPServer):
+    pass
+
+
+class ThreadingTCPServer(ThreadingMixIn, TCPServer):
+    pass
+
+
+if hasattr(os, "fork"):
+    from .mixins import ForkingMixIn
+
+    class ForkingUDPServer(ForkingMixIn, UDPServer):
+        pass
+
+    class ForkingTCPServer(ForkingMixIn, TCPServer):
+        pass
+
+    __all__ += ["ForkingUDPServer", "ForkingTCPServer", "ForkingMixIn"]
+
+if hasattr(__import__("socket"), "AF_UNIX"):
+    from .servers import UnixDatagramServer, UnixStreamServer
+
+    class ThreadingUnixStreamServer(ThreadingMixIn, UnixStreamServer):
+        pass
+
+    class ThreadingUnixDatagramServer(ThreadingMixIn, UnixDatagramServer):
+        pass
+
+    __all__ += ["UnixStreamServer", "UnixDatagramServer",
+                "ThreadingUnixStreamServer", "ThreadingUnixDatagramServer"]
+
+    if hasattr(os, "fork"):
+
+        class ForkingUnixStreamServer(ForkingMixIn, UnixStreamServer):
+            pass
+
+        class ForkingUnixDatagramServer(ForkingMixIn, UnixDatagramServer):
+            pass
+
+        __all__ += ["ForkingUnixStreamServer", "ForkingUnixDatagramServer"]
+
+
+def install():
+    """Make ``import socketserver`` give this package from now on.
+
+    Only modules imported afterwards are affected: a module that already imported the stdlib's
+    socketserver (or http.server, which subclasses its TCPServer at import) keeps the classes
+    it has.  Calling install() again does nothing more.
+    """
+    sys.modules["socketserver"] = sys.modules[__name__]

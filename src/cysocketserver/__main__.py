@@ -1,0 +1,59 @@
+"""Command line: ``python -m cysocketserver echo --port 9999``."""
+import argparse
+import sys
+
+import cysocketserver
+
+
+class LineEcho(cysocketserver.StreamRequestHandler):
+    """Sends every line back as it arrives."""
+
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(line)
+
+
+class DatagramEcho(cysocketserver.DatagramRequestHandler):
+    """Sends every packet back to its sender."""
+
+    def handle(self):
+        self.wfile.write(self.rfile.read())
+
+
+def run_echo(args):
+    if args.udp:
+        server_class = cysocketserver.ThreadingUDPServer if args.threads else cysocketserver.UDPServer
+        handler = DatagramEcho
+    else:
+        server_class = cysocketserver.ThreadingTCPServer if args.threads else cysocketserver.TCPServer
+        handler = LineEcho
+    server_class.allow_reuse_address = True
+    server_class.daemon_threads = True
+    with server_class((args.host, args.port), handler) as server:
+        host, port = server.server_address[:2]
+        kind = "udp" if args.udp else "tcp"
+        print(f"echo ({kind}, {server_class.__name__}, {cysocketserver.IMPLEMENTATION} engine) "
+              f"on {host}:{port}; Ctrl-C stops", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m cysocketserver")
+    commands = parser.add_subparsers(dest="command", required=True)
+    echo = commands.add_parser("echo", help="run a line echo server")
+    echo.add_argument("--host", default="127.0.0.1")
+    echo.add_argument("--port", type=int, default=9999)
+    echo.add_argument("--udp", action="store_true", help="echo datagrams instead of lines")
+    echo.add_argument("--no-threads", dest="threads", action="store_false",
+                      help="handle one client at a time (TCPServer/UDPServer)")
+    echo.set_defaults(run=run_echo)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
