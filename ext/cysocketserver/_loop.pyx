@@ -169,6 +169,8 @@ cdef class ServeLoop:
                 self.poller = Poller()
             poller = self.poller
         self.listen_fd = server.fileno()
+        if self.listen_fd < 0:
+            raise ValueError(f"Invalid file descriptor: {self.listen_fd}")
         (<Poller>poller).set_listener(self.listen_fd)
         self._plan(server)
         return poller

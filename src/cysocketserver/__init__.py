@@ -6,6 +6,7 @@ wsgiref.simple_server, logging.config) so that their servers run on this package
 """
 import os
 import sys
+import warnings
 
 from ._engine import IMPLEMENTATION, SocketWriter as _SocketWriter
 from ._version import __version__
@@ -70,4 +71,19 @@ def install():
     socketserver (or http.server, which subclasses its TCPServer at import) keeps the classes
     it has.  Calling install() again does nothing more.
     """
-    sys.modules["socketserver"] = sys.modules[__name__]
+    this = sys.modules[__name__]
+    previous = sys.modules.get("socketserver")
+    if previous is this:
+        return
+    if previous is not None:
+        early = [name for name in _DEPENDENTS if name in sys.modules]
+        if early:
+            warnings.warn(
+                "cysocketserver.install() came after %s was imported; servers from %s keep "
+                "the stdlib's socketserver classes" % (", ".join(early), "them" if len(early) > 1 else "it"),
+                RuntimeWarning, stacklevel=2)
+    sys.modules["socketserver"] = this
+
+
+# Stdlib modules that take socketserver's classes when they are imported.
+_DEPENDENTS = ("http.server", "xmlrpc.server", "wsgiref.simple_server", "logging.config")

@@ -102,7 +102,10 @@ class ServeLoop:
             if self._poller is None:
                 self._poller = _Poller()
             poller = self._poller
-        poller.set_listener(server.fileno())
+        fd = server.fileno()
+        if fd < 0:
+            raise ValueError(f"Invalid file descriptor: {fd}")
+        poller.set_listener(fd)
         return poller
 
     def serve_forever(self, server, poll_interval):
