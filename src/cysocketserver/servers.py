@@ -93,7 +93,7 @@ class BaseServer:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *args):
         self.server_close()
 
 
