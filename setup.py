@@ -5,7 +5,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 EXT_DIR = "ext"
-MODULES = ["_poller", "_loop", "_streams"]
+MODULES = ["_poller", "_loop", "_streams", "_loadgen"]
 
 
 def extensions():

@@ -1,8 +1,9 @@
-"""Command line: ``python -m cysocketserver echo --port 9999``."""
+"""Command line: ``python -m cysocketserver echo --port 9999``, ``python -m cysocketserver bench``."""
 import argparse
 import sys
 
 import cysocketserver
+from cysocketserver import bench as _bench
 
 
 class LineEcho(cysocketserver.StreamRequestHandler):
@@ -51,6 +52,9 @@ def main(argv=None):
     echo.add_argument("--no-threads", dest="threads", action="store_false",
                       help="handle one client at a time (TCPServer/UDPServer)")
     echo.set_defaults(run=run_echo)
+    bench = commands.add_parser("bench", help="compare with the stdlib's socketserver")
+    _bench.build_parser(bench)
+    bench.set_defaults(run=lambda args: _bench.run(_bench.finish_options(args, bench)))
     args = parser.parse_args(argv)
     return args.run(args)
 

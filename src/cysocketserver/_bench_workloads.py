@@ -1,0 +1,65 @@
+"""The benchmark's workloads: which server and handler, and what traffic the load client sends."""
+from dataclasses import asdict, dataclass
+
+__all__ = ["Workload", "WORKLOADS", "DEFAULT", "by_name"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    description: str
+    server: str          # class name in socketserver / cysocketserver
+    handler: str         # "line", "raw" or "datagram" (see _bench_server.make_handlers)
+    mode: str            # load client mode: pingpong, connect, stream, udp
+    connections: int
+    size: int            # bytes per request (stream: per line)
+
+    @property
+    def transport(self):
+        return "udp" if self.mode == "udp" else "tcp"
+
+    @property
+    def unit(self):
+        """What the rate column counts."""
+        return "MB/s" if self.mode == "stream" else "req/s"
+
+    def as_dict(self):
+        return asdict(self)
+
+
+WORKLOADS = [
+    Workload("line-1x64", "line echo, 1 connection, 64-byte lines",
+             "ThreadingTCPServer", "line", "pingpong", 1, 64),
+    Workload("line-16x64", "line echo, 16 connections, 64-byte lines",
+             "ThreadingTCPServer", "line", "pingpong", 16, 64),
+    Workload("line-100x64", "line echo, 100 connections, 64-byte lines",
+             "ThreadingTCPServer", "line", "pingpong", 100, 64),
+    Workload("line-16x4k", "line echo, 16 connections, 4 KiB lines",
+             "ThreadingTCPServer", "line", "pingpong", 16, 4096),
+    Workload("connect-16", "connect, one 64-byte line, close; 16 at a time",
+             "ThreadingTCPServer", "line", "connect", 16, 64),
+    Workload("udp-16", "UDPServer datagram echo, 16 sockets, 64 bytes",
+             "UDPServer", "datagram", "udp", 16, 64),
+    Workload("threading-udp-16", "ThreadingUDPServer datagram echo, 16 sockets, 64 bytes",
+             "ThreadingUDPServer", "datagram", "udp", 16, 64),
+    Workload("raw-16x64", "BaseRequestHandler recv/sendall echo, 16 connections, 64 bytes",
+             "ThreadingTCPServer", "raw", "pingpong", 16, 64),
+    # Not run unless asked for with --workload.
+    Workload("sync-1x64", "TCPServer (no threads) line echo, 1 connection, 64-byte lines",
+             "TCPServer", "line", "pingpong", 1, 64),
+    Workload("stream-16x64", "line echo throughput: 16 connections streaming 64-byte lines",
+             "ThreadingTCPServer", "line", "stream", 16, 64),
+    Workload("stream-4x4k", "line echo throughput: 4 connections streaming 4 KiB lines",
+             "ThreadingTCPServer", "line", "stream", 4, 4096),
+]
+
+DEFAULT = [w.name for w in WORKLOADS[:8]]
+
+_BY_NAME = {w.name: w for w in WORKLOADS}
+
+
+def by_name(name):
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown workload {name!r}; known: {', '.join(_BY_NAME)}") from None
