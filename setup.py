@@ -1,36 +1,49 @@
 """Builds the compiled modules of cysocketserver from the Cython sources in ext/."""
 import os
+import sys
 
-from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 EXT_DIR = "ext"
 MODULES = ["_poller", "_loop", "_streams", "_loadgen"]
 
 
+def want_extensions():
+    # CYSOCKETSERVER_NO_EXTENSIONS=1 at build time gives a pure-Python wheel; at run time the
+    # same variable makes an install with compiled modules use the pure engine.
+    if os.environ.get("CYSOCKETSERVER_NO_EXTENSIONS"):
+        return False
+    # The extensions are written against CPython's C API; PyPy and GraalPy get the pure engine.
+    return sys.implementation.name == "cpython"
+
+
 def extensions():
+    if not want_extensions():
+        return []
+    from Cython.Build import cythonize
+
     # Developers may rebuild a subset while another module is mid-edit.
     only = os.environ.get("CYSOCKETSERVER_BUILD_ONLY")
     names = only.split(",") if only else MODULES
-    return [
-        Extension(
-            f"cysocketserver.{name}",
-            [os.path.join(EXT_DIR, "cysocketserver", f"{name}.pyx")],
-            include_dirs=[os.path.join(EXT_DIR, "cysocketserver")],
-        )
-        for name in names
-    ]
-
-
-setup(
-    ext_modules=cythonize(
-        extensions(),
+    return cythonize(
+        [
+            Extension(
+                f"cysocketserver.{name}",
+                [os.path.join(EXT_DIR, "cysocketserver", f"{name}.pyx")],
+                include_dirs=[os.path.join(EXT_DIR, "cysocketserver")],
+            )
+            for name in names
+        ],
         include_path=[EXT_DIR],
         compiler_directives={
             "language_level": 3,
             "boundscheck": False,
             "wraparound": False,
             "cdivision": True,
+            # The modules rely on the GIL; free-threaded builds are left out of the wheel matrix.
+            "freethreading_compatible": False,
         },
-    ),
-)
+    )
+
+
+setup(ext_modules=extensions())

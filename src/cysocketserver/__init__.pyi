@@ -1,0 +1,47 @@
+# Types of the public interface: the stdlib's socketserver names, plus IMPLEMENTATION and install().
+import sys
+from typing import Literal
+
+from ._version import __version__ as __version__
+from .handlers import (
+    BaseRequestHandler as BaseRequestHandler,
+    DatagramRequestHandler as DatagramRequestHandler,
+    StreamRequestHandler as StreamRequestHandler,
+)
+from .mixins import ThreadingMixIn as ThreadingMixIn
+from .servers import BaseServer as BaseServer, TCPServer as TCPServer, UDPServer as UDPServer
+
+__all__ = [
+    "BaseServer", "TCPServer", "UDPServer",
+    "ThreadingUDPServer", "ThreadingTCPServer",
+    "BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler",
+    "ThreadingMixIn",
+]
+
+# Which engine runs: "compiled", or "python" when the compiled modules can't be imported
+# or CYSOCKETSERVER_NO_EXTENSIONS=1 is set.
+IMPLEMENTATION: Literal["compiled", "python"]
+
+class ThreadingUDPServer(ThreadingMixIn, UDPServer): ...
+class ThreadingTCPServer(ThreadingMixIn, TCPServer): ...
+
+if sys.platform != "win32":
+    from .mixins import ForkingMixIn as ForkingMixIn
+    from .servers import UnixDatagramServer as UnixDatagramServer, UnixStreamServer as UnixStreamServer
+
+    __all__ += [
+        "ForkingUDPServer", "ForkingTCPServer", "ForkingMixIn",
+        "UnixStreamServer", "UnixDatagramServer",
+        "ThreadingUnixStreamServer", "ThreadingUnixDatagramServer",
+        "ForkingUnixStreamServer", "ForkingUnixDatagramServer",
+    ]
+
+    class ForkingUDPServer(ForkingMixIn, UDPServer): ...
+    class ForkingTCPServer(ForkingMixIn, TCPServer): ...
+    class ThreadingUnixStreamServer(ThreadingMixIn, UnixStreamServer): ...
+    class ThreadingUnixDatagramServer(ThreadingMixIn, UnixDatagramServer): ...
+    class ForkingUnixStreamServer(ForkingMixIn, UnixStreamServer): ...
+    class ForkingUnixDatagramServer(ForkingMixIn, UnixDatagramServer): ...
+
+def install() -> None:
+    """Make ``import socketserver`` give this package from now on."""

@@ -1,0 +1,98 @@
+# Types of the server classes: the same shapes as the stdlib's socketserver, so that code
+# checked against one checks against the other.
+import sys
+import types
+from collections.abc import Callable
+from socket import socket as _socket
+from typing import Any, Self, TypeAlias
+
+from .handlers import BaseRequestHandler
+
+__all__ = ["BaseServer", "TCPServer", "UDPServer"]
+if sys.platform != "win32":
+    __all__ += ["UnixStreamServer", "UnixDatagramServer"]
+
+# A stream request is the accepted socket; a datagram request is (packet, server socket).
+_RequestType: TypeAlias = _socket | tuple[bytes, _socket]
+# Client addresses are whatever accept()/recvfrom() return for the family.
+_RetAddress: TypeAlias = Any
+# Addresses a server can be given.
+_Address: TypeAlias = tuple[Any, ...] | str | bytes
+_InetAddress: TypeAlias = tuple[str | bytes | bytearray, int] | tuple[str, int, int, int]
+_UnixAddress: TypeAlias = str | bytes
+
+class BaseServer:
+    address_family: int
+    server_address: _Address
+    socket: _socket
+    socket_type: int
+    allow_reuse_address: bool
+    request_queue_size: int
+    timeout: float | None
+    RequestHandlerClass: Callable[[Any, _RetAddress, Self], BaseRequestHandler]
+    def __init__(
+        self,
+        server_address: _Address,
+        RequestHandlerClass: Callable[[Any, _RetAddress, Self], BaseRequestHandler],
+    ) -> None: ...
+    # Not defined by BaseServer itself: the loop calls them, subclasses provide them.
+    def fileno(self) -> int: ...
+    def get_request(self) -> tuple[Any, _RetAddress]: ...
+    def server_bind(self) -> None: ...
+    # The documented interface.
+    def server_activate(self) -> None: ...
+    def serve_forever(self, poll_interval: float = 0.5) -> None: ...
+    def shutdown(self) -> None: ...
+    def service_actions(self) -> None: ...
+    def handle_request(self) -> None: ...
+    def handle_timeout(self) -> None: ...
+    def verify_request(self, request: _RequestType, client_address: _RetAddress) -> bool: ...
+    def process_request(self, request: _RequestType, client_address: _RetAddress) -> None: ...
+    def server_close(self) -> None: ...
+    def finish_request(self, request: _RequestType, client_address: _RetAddress) -> None: ...
+    def shutdown_request(self, request: _RequestType) -> None: ...
+    def close_request(self, request: _RequestType) -> None: ...
+    def handle_error(self, request: _RequestType, client_address: _RetAddress) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: types.TracebackType | None,
+    ) -> None: ...
+
+class TCPServer(BaseServer):
+    # After binding, what getsockname() gives: (host, port), or (host, port, flowinfo, scope_id).
+    server_address: tuple[str, int] | tuple[str, int, int, int]
+    allow_reuse_port: bool
+    def __init__(
+        self,
+        server_address: _InetAddress,
+        RequestHandlerClass: Callable[[Any, _RetAddress, Self], BaseRequestHandler],
+        bind_and_activate: bool = True,
+    ) -> None: ...
+    def fileno(self) -> int: ...
+    def get_request(self) -> tuple[_socket, _RetAddress]: ...
+
+class UDPServer(TCPServer):
+    max_packet_size: int
+    def get_request(self) -> tuple[tuple[bytes, _socket], _RetAddress]: ...  # type: ignore[override]
+
+if sys.platform != "win32":
+    class UnixStreamServer(TCPServer):
+        server_address: _UnixAddress  # type: ignore[assignment]
+        def __init__(
+            self,
+            server_address: _UnixAddress,
+            RequestHandlerClass: Callable[[Any, _RetAddress, Self], BaseRequestHandler],
+            bind_and_activate: bool = True,
+        ) -> None: ...
+
+    class UnixDatagramServer(UDPServer):
+        server_address: _UnixAddress  # type: ignore[assignment]
+        def __init__(
+            self,
+            server_address: _UnixAddress,
+            RequestHandlerClass: Callable[[Any, _RetAddress, Self], BaseRequestHandler],
+            bind_and_activate: bool = True,
+        ) -> None: ...
