@@ -63,7 +63,7 @@ cdef object _make_address(sockaddr_storage *addr, socklen_t addrlen):
 @cython.final
 cdef class ServeLoop:
     cdef Poller poller
-    cdef bint shutdown_requested
+    cdef bint stop_requested
     cdef object is_shut_down
     cdef object lock
     cdef double resume_at
@@ -72,6 +72,7 @@ cdef class ServeLoop:
     cdef Intake intake
     cdef bint custom_noblock
     cdef bint call_verify
+    cdef int batch                # requests per wake-up: 1 when service_actions must run between
     cdef int listen_fd
     cdef int family, sock_type, proto
     cdef Py_ssize_t max_packet
@@ -103,9 +104,9 @@ cdef class ServeLoop:
                     fcntl(self.listen_fd, F_SETFL, saved_fl | O_NONBLOCK)
                 else:
                     saved_fl = -1
-            while not self.shutdown_requested:
+            while not self.stop_requested:
                 flags = poller.wait(self._wait_time(interval))
-                if self.shutdown_requested:
+                if self.stop_requested:
                     break
                 if flags & LISTENER_READY:
                     self._take_requests(server)
@@ -113,16 +114,24 @@ cdef class ServeLoop:
         finally:
             if saved_fl >= 0 and server.fileno() == self.listen_fd:
                 fcntl(self.listen_fd, F_SETFL, saved_fl)
-            self.shutdown_requested = False
+            self.stop_requested = False
             self.is_shut_down.set()
 
     def shutdown(self):
+        self.request_shutdown(True)
+        self.is_shut_down.wait()
+
+    @property
+    def shutdown_requested(self):
+        return self.stop_requested
+
+    def request_shutdown(self, bint requested=True):
+        """Ask the running serve_forever() to return, without waiting for it."""
         cdef Poller poller = self.poller
-        self.shutdown_requested = True
-        if poller is not None:
+        self.stop_requested = requested
+        if requested and poller is not None:
             with nogil:
                 poller.wake()
-        self.is_shut_down.wait()
 
     def handle_request(self, server):
         timeout = server.socket.gettimeout()
@@ -179,6 +188,9 @@ cdef class ServeLoop:
         cdef char *buf
         self.custom_noblock = not _is_default(server, "_handle_request_noblock")
         self.call_verify = not _is_default(server, "verify_request")
+        # ForkingMixIn enforces max_children in service_actions(): then one request per wake-up,
+        # as in the stdlib, so the hook runs between every two.
+        self.batch = DEF_BATCH if _is_default(server, "service_actions") else 1
         self.intake = INTAKE_HOOKS
         if self.custom_noblock or not _is_default(server, "get_request") \
                 or not _is_default(server, "fileno"):
@@ -217,7 +229,7 @@ cdef class ServeLoop:
         cdef sockaddr_storage addr
         cdef socklen_t addrlen
         cdef int fd, err, taken
-        for taken in range(DEF_BATCH):
+        for taken in range(self.batch):
             addrlen = sizeof(addr)
             fd = accept4(self.listen_fd, <sockaddr *>&addr, &addrlen, SOCK_CLOEXEC)
             if fd < 0:
@@ -234,7 +246,7 @@ cdef class ServeLoop:
             self.pause = PAUSE_FIRST
             request = _socket_class(self.family, self.sock_type, self.proto, fd)
             self._dispatch(server, request, _make_address(&addr, addrlen), self.call_verify)
-            if self.shutdown_requested:
+            if self.stop_requested:
                 break
         return 0
 
@@ -244,7 +256,7 @@ cdef class ServeLoop:
         cdef ssize_t n
         cdef int taken, err
         sock = server.socket
-        for taken in range(DEF_BATCH):
+        for taken in range(self.batch):
             addrlen = sizeof(addr)
             memset(&addr, 0, sizeof(addr))
             n = recvfrom(self.listen_fd, self.packet_buf, self.max_packet, MSG_DONTWAIT,
@@ -259,7 +271,7 @@ cdef class ServeLoop:
                 return 0
             data = PyBytes_FromStringAndSize(self.packet_buf, n)
             self._dispatch(server, (data, sock), _make_address(&addr, addrlen), self.call_verify)
-            if self.shutdown_requested:
+            if self.stop_requested:
                 break
         return 0
 

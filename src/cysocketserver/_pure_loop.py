@@ -124,11 +124,19 @@ class ServeLoop:
             self._is_shut_down.set()
 
     def shutdown(self):
-        self._shutdown_requested = True
-        poller = self._poller
-        if poller is not None:
-            poller.wake()
+        self.request_shutdown(True)
         self._is_shut_down.wait()
+
+    @property
+    def shutdown_requested(self):
+        return self._shutdown_requested
+
+    def request_shutdown(self, requested=True):
+        """Ask the running serve_forever() to return, without waiting for it."""
+        self._shutdown_requested = requested
+        poller = self._poller
+        if requested and poller is not None:
+            poller.wake()
 
     def handle_request(self, server):
         timeout = server.socket.gettimeout()

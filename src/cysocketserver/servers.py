@@ -46,12 +46,23 @@ class BaseServer:
         """
         self._loop.shutdown()
 
+    @_loop_default
     def service_actions(self):
         pass
 
     def handle_request(self):
         """Wait for and handle one request, honouring self.timeout and the socket's timeout."""
         return self._loop.handle_request(self)
+
+    # Code in the wild stops a server from its own handler by setting the stdlib's private
+    # flag; keep that working.
+    @property
+    def __shutdown_request(self):
+        return self._loop.shutdown_requested
+
+    @__shutdown_request.setter
+    def __shutdown_request(self, requested):
+        self._loop.request_shutdown(requested)
 
     @_loop_default
     def _handle_request_noblock(self):
