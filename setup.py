@@ -5,7 +5,7 @@ import sys
 from setuptools import Extension, setup
 
 EXT_DIR = "ext"
-MODULES = ["_poller", "_loop", "_streams", "_loadgen"]
+MODULES = ["_poller", "_loop", "_streams", "_loadgen", "_hub"]
 
 
 def want_extensions():
@@ -25,12 +25,17 @@ def extensions():
     # Developers may rebuild a subset while another module is mid-edit.
     only = os.environ.get("CYSOCKETSERVER_BUILD_ONLY")
     names = only.split(",") if only else MODULES
+    # CYSOCKETSERVER_PORTABLE=1 builds the code paths of macOS and the BSDs (poll() and a
+    # wake-up pipe instead of epoll and eventfd, accept() instead of accept4(), plain poll()
+    # in the streams) so that they can be tested on Linux.
+    macros = [("CYS_PORTABLE", "1"), ("CYSS_HAVE_PPOLL", "0")] if os.environ.get("CYSOCKETSERVER_PORTABLE") else []
     return cythonize(
         [
             Extension(
                 f"cysocketserver.{name}",
                 [os.path.join(EXT_DIR, "cysocketserver", f"{name}.pyx")],
                 include_dirs=[os.path.join(EXT_DIR, "cysocketserver")],
+                define_macros=macros,
             )
             for name in names
         ],

@@ -1,6 +1,7 @@
 /* What the compiled modules may use on this platform.  Where a facility is missing, a
  * stand-in of the same shape keeps the Cython sources compiling; the CYS_HAVE_* flags
- * tell the code at run time which path is real. */
+ * tell the code at run time which path is real.  Defining CYS_PORTABLE (setup.py does when
+ * CYSOCKETSERVER_PORTABLE=1) builds the paths macOS and the BSDs take, so Linux can test them. */
 #ifndef CYS_PLATFORM_H
 #define CYS_PLATFORM_H
 
@@ -12,7 +13,7 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 
-#if defined(__linux__)
+#if defined(__linux__) && !defined(CYS_PORTABLE)
 #  include <sys/epoll.h>
 #  include <sys/eventfd.h>
 #  define CYS_HAVE_EPOLL 1
@@ -34,6 +35,12 @@ struct epoll_event { uint32_t events; epoll_data_t data; };
 #  define EPOLL_CLOEXEC 0
 #  define EFD_CLOEXEC 0
 #  define EFD_NONBLOCK 0
+/* Stand-ins under their own names, so that they never clash with a system's declarations. */
+#  define epoll_create1 cys_stub_epoll_create1
+#  define epoll_ctl cys_stub_epoll_ctl
+#  define epoll_wait cys_stub_epoll_wait
+#  define eventfd cys_stub_eventfd
+#  define accept4 cys_stub_accept4
 static inline int epoll_create1(int flags) { (void)flags; errno = ENOSYS; return -1; }
 static inline int epoll_ctl(int e, int op, int fd, struct epoll_event *ev)
 { (void)e; (void)op; (void)fd; (void)ev; errno = ENOSYS; return -1; }
