@@ -93,6 +93,11 @@ cdef frozenset _WHENCE = frozenset(
 
 # ---------------------------------------------------------------- helpers
 
+cdef inline bint _in_main_thread() except -1:
+    # Looked up each time (only on slow paths) so that a fork from another thread is handled.
+    return <unsigned long>PyThread_get_thread_ident() == <unsigned long>_main_thread().ident
+
+
 cdef inline double _monotonic() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -201,11 +206,12 @@ cdef class _SocketStream:
         cdef cyss_sigstate sigs
         cdef int rc, err = 0
         cdef double timeout
+        if self._coop_wait is not None:
+            # A greenlet server's socket: park the greenlet on its hub.
+            return 1 if self._coop_wait(fd, events, deadline) else 0
         # Only the main thread runs signal handlers (looked up here, on the slow
         # path, so that a fork from another thread is handled).
-        cdef bint main = (
-            <unsigned long>PyThread_get_thread_ident() == <unsigned long>_main_thread().ident
-        )
+        cdef bint main = _in_main_thread()
         while True:
             if deadline < 0.0:
                 timeout = -1.0
@@ -266,6 +272,15 @@ cdef class _SocketStream:
         return res
 
 
+cdef bint _cooperative(_SocketStream stream, object sock) except -1:
+    # A cooperative socket (cysocketserver.greenlets.GreenSocket) is a real
+    # socket driven the same way; only the waiting differs.
+    if getattr(type(sock), "_cysocketserver_wait", None) is None:
+        return False
+    stream._coop_wait = sock._cysocketserver_wait
+    return True
+
+
 cdef inline Py_ssize_t _readahead(SocketReader r) noexcept:
     return r._read_end - r._pos if r._read_end != -1 else 0
 
@@ -317,6 +332,8 @@ cdef class SocketReader(_SocketStream):
         self._mask = size - 1 if (size & (size - 1)) == 0 else 0
         self._sock = sock
         self._direct = getattr(type(sock), "recv_into", None) is _RECV_INTO
+        if not self._direct:
+            self._direct = _cooperative(self, sock)
         # Like socket.makefile(): the socket stays open until this is closed.
         try:
             sock._io_refs += 1
@@ -399,6 +416,21 @@ cdef class SocketReader(_SocketStream):
                     if t <= 0.0:
                         return -2
                     deadline = _monotonic() + t
+            if deadline == -1.0 and self._coop_wait is None and not _in_main_thread():
+                # A blocking socket and no timeout: the recv itself can wait, with the GIL
+                # released, sparing the poll() a wait would cost.  (The main thread polls
+                # instead, so that no signal is left pending while it sleeps.)
+                with nogil:
+                    r = recv(fd, dest, <size_t>n, 0)
+                    err = cerrno.errno
+                if r >= 0:
+                    return r
+                if err == EINTR:
+                    PyErr_CheckSignals()
+                    continue
+                if err != EAGAIN and err != EWOULDBLOCK:
+                    return _raise_errno(err)
+                # The descriptor was non-blocking after all (set behind Python's back): poll.
             if self._wait(fd, POLLIN, deadline):
                 self._set_timed_out()
                 raise TimeoutError("timed out")
@@ -935,6 +967,8 @@ cdef class SocketWriter(_SocketStream):
     def __cinit__(self, sock):
         self._sock = sock
         self._direct = getattr(type(sock), "sendall", None) is _SENDALL
+        if not self._direct:
+            self._direct = _cooperative(self, sock)
 
     def write(self, b, /):
         cdef Py_buffer view
