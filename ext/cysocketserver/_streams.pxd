@@ -7,6 +7,10 @@ cdef class _SocketStream:
     # its Python methods (ssl.SSLSocket and other wrappers).
     cdef readonly object _sock
     cdef bint _direct
+    # A cooperative socket's (the greenlet servers') waiter: the bound method
+    # sock._cysocketserver_wait(fd, events, deadline) -> True if timed out.
+    # The descriptor is driven directly and _wait() parks through it.
+    cdef object _coop_wait
     cdef dict __dict__
     cdef object __weakref__
 
