@@ -9,11 +9,15 @@ same results and the same exceptions, but it drives the file descriptor itself.
 ``SocketWriter(sock)`` is socketserver's unbuffered ``_SocketWriter``: ``write()``
 sends every byte (like ``sendall``) and returns the number of bytes of the buffer.
 
-Syscall discipline: every recv()/send() is first tried non-blocking with the GIL
-held; only when it would block do we wait for readiness, with poll() (ppoll() in
-the main thread where available, so no signal is missed) and the GIL released, in
-the single overridable method ``_wait()``.  The socket's timeout is
-read only on that slow path.  Sockets whose recv_into/sendall are overridden
+Syscall discipline: a read served from the buffer makes no system call and keeps
+the GIL.  Every recv()/send() is first tried non-blocking, with the GIL released
+around the call itself: on loopback a send runs the receiver's TCP work too, and
+another handler thread overlapping it on the other core measured faster, with a
+lower p99, than holding the GIL.  Only when a call would block do we wait: in a
+handler thread on a socket without timeout, in a blocking recv(); otherwise with
+poll() (ppoll() in the main thread where available, so no signal is missed) in
+the single overridable method ``_wait()``, which the greenlet servers replace.
+The socket's timeout is read only on that slow path.  Sockets whose recv_into/sendall are overridden
 (ssl.SSLSocket and friends) go through their Python methods instead.
 """
 
@@ -398,10 +402,12 @@ cdef class SocketReader(_SocketStream):
             return self._raw_read_slow(dest, n)
         fd = self._fileno()
         while True:
-            r = recv(fd, dest, <size_t>n, MSG_DONTWAIT)
+            # Never blocks, but copies data: without the GIL, like the send (see _sendall).
+            with nogil:
+                r = recv(fd, dest, <size_t>n, MSG_DONTWAIT)
+                err = cerrno.errno
             if r >= 0:
                 return r
-            err = cerrno.errno
             if err == EINTR:
                 PyErr_CheckSignals()
                 continue
@@ -990,7 +996,12 @@ cdef class SocketWriter(_SocketStream):
         cdef ssize_t r
         cdef double deadline = -2.0, t
         while True:
-            r = send(fd, data, <size_t>length, MSG_DONTWAIT | MSG_NOSIGNAL)
+            # Without the GIL: on loopback a send runs the receiver's side of TCP too, work
+            # another thread can overlap on the other core (measured: more requests/s and a
+            # lower p99 at 16 and 100 connections than sending with the GIL held).
+            with nogil:
+                r = send(fd, data, <size_t>length, MSG_DONTWAIT | MSG_NOSIGNAL)
+                err = cerrno.errno
             if r >= 0:
                 data += r
                 length -= r
@@ -998,7 +1009,6 @@ cdef class SocketWriter(_SocketStream):
                 if length <= 0:
                     return 0
                 continue
-            err = cerrno.errno
             if err == EINTR:
                 PyErr_CheckSignals()
                 continue
