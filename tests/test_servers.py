@@ -1730,3 +1730,40 @@ def test_error_tolerant_server(ss):
         assert good_client(9) == [2 * (900 + i) for i in range(10)]
         assert wait_for(lambda: len(errors) >= 3)
     assert set(errors) <= {ValueError, ConnectionResetError, BrokenPipeError}
+
+
+@pytest.mark.parametrize("hook", ["process_request", "finish_request", "shutdown_request", "close_request"])
+@pytest.mark.parametrize("kind", ["tcp", "udp"])
+def test_single_overridden_hook_is_called_by_serve_forever(ss, kind, hook):
+    """Overriding just one hook of a plain server must still route requests through it
+    (cysocketserver's loop takes shortcuts only past hooks left as they are)."""
+    calls = []
+    base = ss.TCPServer if kind == "tcp" else ss.UDPServer
+
+    def recorder(self, *args):
+        calls.append(hook)
+        return getattr(base, hook)(self, *args)
+
+    server_class = type("Server", (base,), {hook: recorder})
+
+    if kind == "tcp":
+        class H(ss.StreamRequestHandler):
+            def handle(self):
+                self.wfile.write(self.rfile.readline())
+    else:
+        class H(ss.DatagramRequestHandler):
+            def handle(self):
+                self.wfile.write(self.rfile.read())
+
+    with serving(server_class((HOST, 0), H)) as server:
+        for n in range(3):
+            payload = b"ping %d\n" % n
+            if kind == "tcp":
+                assert request_reply(server.server_address, payload) == payload
+            else:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                    client.settimeout(5)
+                    client.sendto(payload, server.server_address)
+                    assert client.recvfrom(100)[0] == payload
+        wait_for(lambda: len(calls) >= 3)
+    assert calls.count(hook) >= 3

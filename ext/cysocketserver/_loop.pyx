@@ -43,6 +43,13 @@ cdef bint _is_default(object server, str name):
     return getattr(func, "_cysocketserver_default", False) is True
 
 
+cdef bint _is_noop(object server, str name):
+    """Whether the server's hook is one of this package's that does nothing (servers.py)."""
+    method = getattr(server, name, None)
+    func = getattr(method, "__func__", None)
+    return getattr(func, "_cysocketserver_noop", False) is True
+
+
 cdef object _make_address(sockaddr_storage *addr, socklen_t addrlen):
     """The client address as the socket module gives it, for IPv4 and IPv6."""
     cdef char text[64]
@@ -73,6 +80,8 @@ cdef class ServeLoop:
     cdef bint custom_noblock
     cdef bint call_verify
     cdef int batch                # requests per wake-up: 1 when service_actions must run between
+    cdef bint inline_handler      # process_request/finish_request are ours: build the handler here
+    cdef bint skip_shutdown       # shutdown_request/close_request are ours and do nothing
     cdef int listen_fd
     cdef int family, sock_type, proto
     cdef Py_ssize_t max_packet
@@ -191,6 +200,9 @@ cdef class ServeLoop:
         # ForkingMixIn enforces max_children in service_actions(): then one request per wake-up,
         # as in the stdlib, so the hook runs between every two.
         self.batch = DEF_BATCH if _is_default(server, "service_actions") else 1
+        self.inline_handler = (_is_default(server, "process_request")
+                               and _is_default(server, "finish_request"))
+        self.skip_shutdown = _is_noop(server, "shutdown_request") and _is_noop(server, "close_request")
         self.intake = INTAKE_HOOKS
         if self.custom_noblock or not _is_default(server, "get_request") \
                 or not _is_default(server, "fileno"):
@@ -280,7 +292,13 @@ cdef class ServeLoop:
             server.shutdown_request(request)
             return 0
         try:
-            server.process_request(request, client_address)
+            if self.inline_handler:
+                # BaseServer.process_request and finish_request, without their two frames.
+                server.RequestHandlerClass(request, client_address, server)
+                if not self.skip_shutdown:
+                    server.shutdown_request(request)
+            else:
+                server.process_request(request, client_address)
         except Exception:
             server.handle_error(request, client_address)
             server.shutdown_request(request)

@@ -15,6 +15,12 @@ def _loop_default(hook):
     """
     hook._cysocketserver_default = True
     return hook
+
+
+def _loop_noop(hook):
+    """Mark a hook of this package's that does nothing, so the loop may skip calling it."""
+    hook._cysocketserver_noop = True
+    return _loop_default(hook)
 if hasattr(socket, "AF_UNIX"):
     __all__ += ["UnixStreamServer", "UnixDatagramServer"]
 
@@ -76,6 +82,7 @@ class BaseServer:
     def verify_request(self, request, client_address):
         return True
 
+    @_loop_default
     def process_request(self, request, client_address):
         self.finish_request(request, client_address)
         self.shutdown_request(request)
@@ -83,6 +90,7 @@ class BaseServer:
     def server_close(self):
         self._loop.close()
 
+    @_loop_default
     def finish_request(self, request, client_address):
         self.RequestHandlerClass(request, client_address, self)
 
@@ -178,9 +186,11 @@ class UDPServer(TCPServer):
     def server_activate(self):
         pass
 
+    @_loop_noop
     def shutdown_request(self, request):
         self.close_request(request)
 
+    @_loop_noop
     def close_request(self, request):
         pass
 
