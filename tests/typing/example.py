@@ -45,7 +45,8 @@ class ReversePacket(socketserver.DatagramRequestHandler):
 class CountingServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     """A threading TCP server that counts the bytes its handlers sent."""
 
-    daemon_threads = True
+    # Non-daemon handler threads: server_close() joins them, so the count is final after it.
+    daemon_threads = False
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int]) -> None:
@@ -74,8 +75,8 @@ def tcp_round_trip() -> bytes:
         finally:
             server.shutdown()
             serving.join(TIMEOUT)
-        assert server.sent == len(reply)
-        return reply
+    assert server.sent == len(reply)
+    return reply
 
 
 def udp_round_trip() -> bytes:
