@@ -64,7 +64,8 @@ def run_mypy(files, cwd, cache_dir, *extra):
 def test_package_is_marked_typed():
     package = Path(cysocketserver.__file__).parent
     assert (package / "py.typed").is_file()
-    for stub in ("__init__", "servers", "handlers", "mixins", "_engine", "_loop", "_streams"):
+    for stub in ("__init__", "servers", "handlers", "mixins", "_engine", "_loop", "_streams",
+                 "_hub", "greenlets"):
         assert (package / f"{stub}.pyi").is_file(), f"{stub}.pyi is missing"
 
 
@@ -110,7 +111,7 @@ def test_stubs_match_runtime(tmp_path):
     # only be checked where they were built (not in a pure-Python install).
     allowlist = tmp_path / "allowlist.txt"
     lines = ALLOWLIST.read_text().splitlines()
-    for name in ("cysocketserver._loop", "cysocketserver._streams"):
+    for name in ("cysocketserver._loop", "cysocketserver._streams", "cysocketserver._hub"):
         try:
             importlib.import_module(name)
         except ImportError:

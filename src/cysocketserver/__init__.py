@@ -64,6 +64,34 @@ if hasattr(__import__("socket"), "AF_UNIX"):
         __all__ += ["ForkingUnixStreamServer", "ForkingUnixDatagramServer"]
 
 
+# Greenlet servers: a greenlet per request on one OS thread. greenlet is a dependency; where it
+# is missing, the rest of the package works and these names say how to get it.
+_GREENLET_NAMES = ["GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "connect", "sleep",
+                   "to_thread"]
+if hasattr(__import__("socket"), "AF_UNIX"):
+    _GREENLET_NAMES += ["GreenletUnixStreamServer", "GreenletUnixDatagramServer"]
+try:
+    from . import greenlets as _greenlets
+except ImportError as _exc:
+    if _exc.name != "greenlet":
+        raise
+    _GREENLET_ERROR = str(_exc)
+
+    def __getattr__(name):
+        if name in _GREENLET_NAMES:
+            raise ImportError(
+                f"cysocketserver.{name} needs the greenlet package, which could not be imported "
+                f"({_GREENLET_ERROR}); install it with: pip install 'greenlet>=3'",
+                name="greenlet")
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+else:
+    from .greenlets import GreenletMixIn, GreenletTCPServer, GreenletUDPServer, connect, sleep, to_thread
+
+    if hasattr(__import__("socket"), "AF_UNIX"):
+        from .greenlets import GreenletUnixDatagramServer, GreenletUnixStreamServer
+    __all__ += _GREENLET_NAMES
+
+
 def install():
     """Make ``import socketserver`` give this package from now on.
 

@@ -3,6 +3,14 @@ import sys
 from typing import Literal
 
 from ._version import __version__ as __version__
+from .greenlets import (
+    GreenletMixIn as GreenletMixIn,
+    GreenletTCPServer as GreenletTCPServer,
+    GreenletUDPServer as GreenletUDPServer,
+    connect as connect,
+    sleep as sleep,
+    to_thread as to_thread,
+)
 from .handlers import (
     BaseRequestHandler as BaseRequestHandler,
     DatagramRequestHandler as DatagramRequestHandler,
@@ -16,6 +24,7 @@ __all__ = [
     "ThreadingUDPServer", "ThreadingTCPServer",
     "BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler",
     "ThreadingMixIn",
+    "GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "connect", "sleep", "to_thread",
 ]
 
 # Which engine runs: "compiled", or "python" when the compiled modules can't be imported
@@ -26,6 +35,10 @@ class ThreadingUDPServer(ThreadingMixIn, UDPServer): ...
 class ThreadingTCPServer(ThreadingMixIn, TCPServer): ...
 
 if sys.platform != "win32":
+    from .greenlets import (
+        GreenletUnixDatagramServer as GreenletUnixDatagramServer,
+        GreenletUnixStreamServer as GreenletUnixStreamServer,
+    )
     from .mixins import ForkingMixIn as ForkingMixIn
     from .servers import UnixDatagramServer as UnixDatagramServer, UnixStreamServer as UnixStreamServer
 
@@ -34,6 +47,7 @@ if sys.platform != "win32":
         "UnixStreamServer", "UnixDatagramServer",
         "ThreadingUnixStreamServer", "ThreadingUnixDatagramServer",
         "ForkingUnixStreamServer", "ForkingUnixDatagramServer",
+        "GreenletUnixStreamServer", "GreenletUnixDatagramServer",
     ]
 
     class ForkingUDPServer(ForkingMixIn, UDPServer): ...

@@ -23,7 +23,8 @@ if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.
 
 IMPLS = ("stdlib", "cysocketserver", "asyncio", "uvloop", "gevent", "reference")
 HANDLERS = ("line", "raw", "datagram")
-SERVERS = ("TCPServer", "ThreadingTCPServer", "UDPServer", "ThreadingUDPServer")
+SERVERS = ("TCPServer", "ThreadingTCPServer", "UDPServer", "ThreadingUDPServer",
+           "GreenletTCPServer")
 # The stdlib's default listen backlog (5) overflows as soon as more clients connect at once,
 # and then the numbers measure SYN retransmissions.  Every server here gets the same backlog.
 BACKLOG = 128
@@ -83,7 +84,11 @@ def serve_socketserver(args):
         import cysocketserver as ss
         engine = ss.IMPLEMENTATION
     handler = make_handlers(ss)[args.handler]
-    base = getattr(ss, args.server)
+    name = args.server
+    if not hasattr(ss, name) and name.startswith("Greenlet"):
+        # The stdlib has no greenlet servers: it is measured with its threads.
+        name = "Threading" + name[len("Greenlet"):]
+    base = getattr(ss, name)
 
     class Server(base):
         daemon_threads = True

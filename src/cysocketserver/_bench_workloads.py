@@ -51,6 +51,13 @@ WORKLOADS = [
              "ThreadingTCPServer", "line", "stream", 16, 64),
     Workload("stream-4x4k", "line echo throughput: 4 connections streaming 4 KiB lines",
              "ThreadingTCPServer", "line", "stream", 4, 4096),
+    # Greenlet servers; the stdlib, which has none, runs ThreadingTCPServer.
+    Workload("greenlet-line-16x64",
+             "GreenletTCPServer (stdlib: ThreadingTCPServer) line echo, 16 connections, 64 B",
+             "GreenletTCPServer", "line", "pingpong", 16, 64),
+    Workload("greenlet-line-100x64",
+             "GreenletTCPServer (stdlib: ThreadingTCPServer) line echo, 100 connections, 64 B",
+             "GreenletTCPServer", "line", "pingpong", 100, 64),
 ]
 
 DEFAULT = [w.name for w in WORKLOADS[:8]]

@@ -10,12 +10,14 @@ The seam between the public classes and the engine is exactly these names:
     What ``sock.makefile('rb', buffer_size)`` returns, byte for byte and error for error.
 ``SocketWriter(sock)``
     The unbuffered ``wfile`` of StreamRequestHandler: ``write()`` sends every byte.
+``Hub()``
+    The greenlet servers' event loop, one per thread (see ``_pure_hub`` for its interface).
 
 Set ``CYSOCKETSERVER_NO_EXTENSIONS=1`` to force the pure-Python engine.
 """
 import os
 
-__all__ = ["IMPLEMENTATION", "ServeLoop", "SocketReader", "SocketWriter"]
+__all__ = ["IMPLEMENTATION", "Hub", "ServeLoop", "SocketReader", "SocketWriter"]
 
 
 def _want_extensions():
@@ -24,10 +26,12 @@ def _want_extensions():
 
 if _want_extensions():
     try:
+        from ._hub import Hub
         from ._loop import ServeLoop
         from ._streams import SocketReader, SocketWriter
     except ImportError:
         # No compiler where this was installed (or PyPy): the same seam in Python.
+        from ._pure_hub import Hub
         from ._pure_loop import ServeLoop
         from ._pure_streams import SocketReader, SocketWriter
 
@@ -35,6 +39,7 @@ if _want_extensions():
     else:
         IMPLEMENTATION = "compiled"
 else:
+    from ._pure_hub import Hub
     from ._pure_loop import ServeLoop
     from ._pure_streams import SocketReader, SocketWriter
 

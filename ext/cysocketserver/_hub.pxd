@@ -1,0 +1,53 @@
+# The greenlet hub: epoll (or poll()), timers, a ready queue, descriptor waiters, a wake-up fd.
+from libc.stdint cimport uint32_t, uint64_t
+
+from cysocketserver.includes.syscalls cimport pollfd
+
+
+cdef class _Fd:
+    cdef object reader          # the greenlet waiting to read, or None
+    cdef object writer          # the greenlet waiting to write, or None
+    cdef uint32_t mask          # what the kernel (or the poll set) is asked to report
+
+
+cdef class _Timer:
+    cdef double when            # CLOCK_MONOTONIC seconds
+    cdef uint64_t seq           # ties broken in the order of creation
+    cdef object glet
+    cdef object value           # switched into glet when the timer fires
+    cdef bint active
+
+
+cdef class _Throw:
+    cdef object exc             # a ready-queue value: throw this into the greenlet
+
+
+cdef class Hub:
+    cdef readonly object glet           # the greenlet the loop runs in
+    cdef readonly object root           # the thread's main greenlet
+    cdef readonly object thread_ident
+    cdef public object block_warning    # seconds, or None
+    cdef int backend
+    cdef int epfd
+    cdef int wake_rfd
+    cdef int wake_wfd
+    cdef dict fds                       # fd -> _Fd
+    cdef list timers                    # heap of _Timer
+    cdef Py_ssize_t cancelled
+    cdef uint64_t seq
+    cdef list ready                     # [(greenlet, value)]
+    cdef list calls                     # [(fn, args)] from any thread
+    cdef pollfd *pollfds
+    cdef Py_ssize_t npollfds
+
+    cdef void _close_fds(self) noexcept
+    cdef _Timer _add_timer(self, double when, object glet, object value)
+    cdef int _cancel(self, _Timer t) except -1
+    cdef bint _interest(self, int fd, _Fd ent) except -1
+    cdef int _forward(self, exc) except -1
+    cdef int _switch(self, glet, value) except -1
+    cdef int _run_once(self) except -1
+    cdef int _drain_wake(self) noexcept
+    cdef int _fire(self, int fd, bint readable, bint writable) except -1
+    cdef int _epoll(self, int ms) except -1
+    cdef int _poll(self, int ms) except -1

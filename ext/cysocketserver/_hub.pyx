@@ -1,0 +1,550 @@
+# cython: freethreading_compatible = False
+"""The greenlet hub, compiled: epoll (poll() elsewhere), a timer heap, a ready queue, descriptor
+waiters and a wake-up descriptor.  One per OS thread.
+
+The interface and the rules are those of the pure-Python twin, ``cysocketserver._pure_hub``:
+the hub runs in a greenlet of its own; a greenlet that must wait registers what it waits for
+and switches to the hub, and only the hub switches back into a waiting greenlet.  Every park
+may return early (a stale wake-up), so callers re-check what they waited for.
+
+Descriptors stay in the epoll set between waits (the next wait is usually the same), so a
+request/response cycle makes no epoll_ctl() call; an event nobody waits for any more drops
+the interest.  ``forget_fd()`` must be called before a watched descriptor is closed.
+"""
+cimport cython
+from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+cimport libc.errno
+from libc.errno cimport errno, EEXIST, ENOENT, EPERM
+from libc.math cimport ceil
+from libc.stdint cimport uint32_t, uint64_t
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+from cysocketserver.includes.syscalls cimport *
+
+import functools
+import os
+import sys
+import threading
+import traceback
+import warnings
+
+from cysocketserver._pure_hub import HubBlockedWarning, describe_block
+
+try:
+    from greenlet import GreenletExit, getcurrent, greenlet
+except ImportError:  # reported when a hub is made (greenlets.py says how to get it)
+    greenlet = getcurrent = None
+    GreenletExit = None
+
+__all__ = ["Hub", "HubBlockedWarning"]
+
+cdef enum:
+    BACKEND_EPOLL = 1
+    BACKEND_POLL = 2
+    MAX_EVENTS = 256
+    # Cancelled timers are left in the heap; it is rebuilt when they are the most of it.
+    COMPACT_MIN = 256
+
+cdef object TIMED_OUT = object()
+cdef object _partial = functools.partial
+cdef object _get_ident = threading.get_ident
+
+
+cdef inline double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
+cdef inline int _timeout_ms(double timeout) noexcept:
+    if timeout < 0:
+        return -1
+    if timeout > 86400.0:
+        return 86400 * 1000
+    return <int>ceil(timeout * 1000.0)
+
+
+@cython.final
+cdef class _Fd:
+    pass
+
+
+@cython.final
+cdef class _Timer:
+    pass
+
+
+@cython.final
+cdef class _Throw:
+    pass
+
+
+cdef inline bint _before(_Timer a, _Timer b) noexcept:
+    return a.when < b.when or (a.when == b.when and a.seq < b.seq)
+
+
+cdef int _heap_push(list heap, _Timer t) except -1:
+    cdef Py_ssize_t pos = len(heap), parent
+    cdef _Timer p
+    heap.append(t)
+    while pos > 0:
+        parent = (pos - 1) >> 1
+        p = <_Timer>heap[parent]
+        if not _before(t, p):
+            break
+        heap[pos] = p
+        pos = parent
+    heap[pos] = t
+    return 0
+
+
+cdef _Timer _heap_pop(list heap):
+    cdef _Timer last = <_Timer>heap.pop()
+    cdef _Timer top, c
+    cdef Py_ssize_t n = len(heap), pos = 0, child
+    if n == 0:
+        return last
+    top = <_Timer>heap[0]
+    while True:
+        child = 2 * pos + 1
+        if child >= n:
+            break
+        if child + 1 < n and _before(<_Timer>heap[child + 1], <_Timer>heap[child]):
+            child += 1
+        c = <_Timer>heap[child]
+        if not _before(c, last):
+            break
+        heap[pos] = c
+        pos = child
+    heap[pos] = last
+    return top
+
+
+cdef object _root(object glet):
+    while glet.parent is not None:
+        glet = glet.parent
+    return glet
+
+
+@cython.final
+cdef class Hub:
+
+    def __cinit__(self):
+        cdef int fds[2]
+        cdef epoll_event ev
+        self.epfd = -1
+        self.wake_rfd = -1
+        self.wake_wfd = -1
+        if greenlet is None:
+            raise ImportError("the greenlet package is needed: pip install 'greenlet>=3'",
+                              name="greenlet")
+        self.thread_ident = _get_ident()
+        self.block_warning = None
+        self.fds = {}
+        self.timers = []
+        self.ready = []
+        self.calls = []
+        if CYS_HAVE_EPOLL:
+            self.backend = BACKEND_EPOLL
+            self.epfd = epoll_create1(EPOLL_CLOEXEC)
+            if self.epfd < 0:
+                PyErr_SetFromErrno(OSError)
+        else:
+            self.backend = BACKEND_POLL
+        if CYS_HAVE_EVENTFD:
+            self.wake_rfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
+            if self.wake_rfd < 0:
+                PyErr_SetFromErrno(OSError)
+            self.wake_wfd = self.wake_rfd
+        else:
+            if pipe(fds) < 0:
+                PyErr_SetFromErrno(OSError)
+            self.wake_rfd = fds[0]
+            self.wake_wfd = fds[1]
+            for fd in (self.wake_rfd, self.wake_wfd):
+                os.set_blocking(fd, False)
+                os.set_inheritable(fd, False)
+        if self.backend == BACKEND_EPOLL:
+            ev.events = EPOLLIN
+            ev.data.u64 = 0
+            ev.data.fd = self.wake_rfd
+            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.wake_rfd, &ev) < 0:
+                PyErr_SetFromErrno(OSError)
+        self.root = _root(getcurrent())
+        self.glet = greenlet(self._run, self.root)
+
+    def __dealloc__(self):
+        self._close_fds()
+        PyMem_Free(self.pollfds)
+        self.pollfds = NULL
+
+    cdef void _close_fds(self) noexcept:
+        if self.epfd >= 0:
+            close(self.epfd)
+            self.epfd = -1
+        if self.wake_wfd >= 0 and self.wake_wfd != self.wake_rfd:
+            close(self.wake_wfd)
+        if self.wake_rfd >= 0:
+            close(self.wake_rfd)
+        self.wake_rfd = self.wake_wfd = -1
+
+    def close(self):
+        self._close_fds()
+
+    # -- parking ------------------------------------------------------------------------------
+
+    def park(self):
+        if getcurrent() is self.glet:
+            raise RuntimeError("the hub itself cannot wait")
+        return self.glet.switch()
+
+    def wake(self, glet, value=None):
+        self.ready.append((glet, value))
+
+    def wake_threadsafe(self, glet):
+        self.call_threadsafe(self.wake, glet)
+
+    def call_threadsafe(self, fn, *args):
+        cdef uint64_t one = 1
+        self.calls.append((fn, args))
+        if self.wake_wfd >= 0:
+            # EAGAIN: a wake-up is pending already.
+            write(self.wake_wfd, &one, sizeof(one) if self.wake_wfd == self.wake_rfd else 1)
+
+    def spawn(self, fn, *args):
+        glet = greenlet(_partial(fn, *args) if args else fn, self.glet)
+        self.ready.append((glet, None))
+        return glet
+
+    def kill(self, glet, exc=None):
+        cdef _Throw t = _Throw()
+        t.exc = exc if exc is not None else GreenletExit()
+        self.ready.append((glet, t))
+
+    cdef _Timer _add_timer(self, double when, object glet, object value):
+        cdef _Timer t = _Timer()
+        self.seq += 1
+        t.when = when
+        t.seq = self.seq
+        t.glet = glet
+        t.value = value
+        t.active = True
+        _heap_push(self.timers, t)
+        return t
+
+    cdef int _cancel(self, _Timer t) except -1:
+        cdef list alive
+        if t.active:
+            t.active = False
+            t.glet = None
+            self.cancelled += 1
+            if self.cancelled > COMPACT_MIN and self.cancelled * 2 > len(self.timers):
+                alive = [x for x in self.timers if (<_Timer>x).active]
+                self.timers = []
+                for x in alive:
+                    _heap_push(self.timers, <_Timer>x)
+                self.cancelled = 0
+        return 0
+
+    def sleep(self, double seconds):
+        cdef double deadline
+        cdef _Timer t
+        cur = getcurrent()
+        if cur is self.glet:
+            raise RuntimeError("the hub itself cannot sleep")
+        if seconds <= 0:
+            self.ready.append((cur, None))
+            self.glet.switch()
+            return
+        deadline = _now() + seconds
+        while True:
+            t = self._add_timer(deadline, cur, TIMED_OUT)
+            try:
+                value = self.glet.switch()
+            finally:
+                self._cancel(t)
+            if value is TIMED_OUT or _now() >= deadline:
+                return
+
+    # -- descriptors ----------------------------------------------------------------------------
+
+    def wait_fd(self, int fd, int events, double deadline):
+        """Park until fd is ready for events (POLLIN/POLLOUT) or the deadline; True: timed out."""
+        cdef _Fd ent
+        cdef _Timer t = None
+        cur = getcurrent()
+        if cur is self.glet:
+            raise RuntimeError("the hub itself cannot wait for a descriptor")
+        if fd < 0:
+            raise ValueError(f"Invalid file descriptor: {fd}")
+        ent = self.fds.get(fd)
+        if ent is None:
+            ent = _Fd()
+            self.fds[fd] = ent
+        if events & POLLIN:
+            if ent.reader is not None and ent.reader is not cur:
+                raise RuntimeError(f"another greenlet is already waiting to read from fd {fd}")
+            ent.reader = cur
+        if events & POLLOUT:
+            if ent.writer is not None and ent.writer is not cur:
+                raise RuntimeError(f"another greenlet is already waiting to write to fd {fd}")
+            ent.writer = cur
+        try:
+            if not self._interest(fd, ent):
+                # Not pollable (a regular file): always ready.
+                return False
+            if deadline >= 0:
+                t = self._add_timer(deadline, cur, TIMED_OUT)
+            value = self.glet.switch()
+        finally:
+            if ent.reader is cur:
+                ent.reader = None
+            if ent.writer is cur:
+                ent.writer = None
+            if t is not None:
+                self._cancel(t)
+        return value is TIMED_OUT
+
+    cdef bint _interest(self, int fd, _Fd ent) except -1:
+        """Make sure the waited-for events are reported; False if fd cannot be polled."""
+        cdef uint32_t want = 0, mask
+        cdef epoll_event ev
+        cdef int op, rc
+        if ent.reader is not None:
+            want |= EPOLLIN
+        if ent.writer is not None:
+            want |= EPOLLOUT
+        mask = ent.mask | want
+        if mask == ent.mask:
+            return True
+        if self.backend == BACKEND_EPOLL:
+            ev.events = mask
+            ev.data.u64 = 0
+            ev.data.fd = fd
+            op = EPOLL_CTL_MOD if ent.mask else EPOLL_CTL_ADD
+            rc = epoll_ctl(self.epfd, op, fd, &ev)
+            if rc < 0 and errno == EEXIST:
+                rc = epoll_ctl(self.epfd, EPOLL_CTL_MOD, fd, &ev)
+            elif rc < 0 and errno == ENOENT:
+                rc = epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev)
+            if rc < 0:
+                if errno == EPERM:
+                    return False
+                PyErr_SetFromErrno(OSError)
+        ent.mask = mask
+        return True
+
+    def forget_fd(self, int fd):
+        """Drop fd from the interest set: call it before the descriptor is closed."""
+        cdef _Fd ent = self.fds.pop(fd, None)
+        cdef epoll_event ev
+        if ent is None:
+            return
+        if ent.mask and self.backend == BACKEND_EPOLL and self.epfd >= 0:
+            epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &ev)
+        ent.mask = 0
+        # Whoever still waits on it learns at its next system call that it is gone.
+        if ent.reader is not None:
+            self.ready.append((ent.reader, None))
+        if ent.writer is not None and ent.writer is not ent.reader:
+            self.ready.append((ent.writer, None))
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _run(self):
+        while True:
+            try:
+                self._run_once()
+            except BaseException as exc:
+                # A signal handler's exception (Ctrl-C) raised while the hub waited belongs to
+                # the thread's own code.
+                self._forward(exc)
+
+    cdef int _forward(self, exc) except -1:
+        if isinstance(exc, GreenletExit):
+            return 0
+        if self.root.dead:
+            raise exc
+        self.root.throw(exc)
+        return 0
+
+    cdef int _switch(self, glet, value) except -1:
+        cdef double start = 0.0, held
+        limit = self.block_warning
+        if glet.dead:
+            return 0
+        if limit is not None:
+            start = _now()
+        try:
+            if type(value) is _Throw:
+                glet.throw((<_Throw>value).exc)
+            elif value is None:
+                glet.switch()
+            else:
+                glet.switch(value)
+        except (GreenletExit, SystemExit):
+            pass
+        except KeyboardInterrupt as exc:
+            self._forward(exc)
+        except BaseException:
+            print("Exception in a greenlet on the hub:", file=sys.stderr)
+            traceback.print_exc()
+        if limit is not None:
+            held = _now() - start
+            if held > limit:
+                warnings.warn(describe_block(glet, held), HubBlockedWarning, stacklevel=1)
+        return 0
+
+    cdef int _run_once(self) except -1:
+        cdef list batch
+        cdef _Timer t
+        cdef double now, timeout
+        cdef Py_ssize_t i
+        if self.calls:
+            batch = self.calls
+            self.calls = []
+            for fn, args in batch:
+                fn(*args)
+        if self.timers:
+            now = _now()
+            while self.timers:
+                t = <_Timer>self.timers[0]
+                if t.active and t.when > now:
+                    break
+                _heap_pop(self.timers)
+                if t.active:
+                    t.active = False
+                    self.ready.append((t.glet, t.value))
+                    t.glet = None
+                else:
+                    self.cancelled -= 1
+        if self.ready:
+            batch = self.ready
+            self.ready = []
+            for i in range(len(batch)):
+                glet, value = batch[i]
+                self._switch(glet, value)
+        if self.ready or self.calls:
+            timeout = 0.0
+        elif self.timers:
+            timeout = (<_Timer>self.timers[0]).when - _now()
+            if timeout < 0:
+                timeout = 0.0
+        else:
+            timeout = -1.0
+        if self.backend == BACKEND_EPOLL:
+            self._epoll(_timeout_ms(timeout))
+        else:
+            self._poll(_timeout_ms(timeout))
+        return 0
+
+    cdef int _drain_wake(self) noexcept:
+        cdef uint64_t drained
+        while read(self.wake_rfd, &drained, sizeof(drained)) > 0:
+            pass
+        return 0
+
+    cdef int _fire(self, int fd, bint readable, bint writable) except -1:
+        cdef _Fd ent = self.fds.get(fd)
+        cdef uint32_t unwanted = 0
+        cdef epoll_event ev
+        if ent is None:
+            if self.backend == BACKEND_EPOLL:
+                epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &ev)
+            return 0
+        if readable:
+            if ent.reader is not None:
+                self.ready.append((ent.reader, None))
+                ent.reader = None
+            else:
+                unwanted |= EPOLLIN
+        if writable:
+            if ent.writer is not None:
+                self.ready.append((ent.writer, None))
+                ent.writer = None
+            else:
+                unwanted |= EPOLLOUT
+        unwanted &= ent.mask
+        if unwanted:
+            # Nobody waits for that any more: stop hearing about it.
+            ent.mask &= ~unwanted
+            if self.backend == BACKEND_EPOLL:
+                ev.events = ent.mask
+                ev.data.u64 = 0
+                ev.data.fd = fd
+                if epoll_ctl(self.epfd, EPOLL_CTL_MOD if ent.mask else EPOLL_CTL_DEL, fd, &ev) < 0:
+                    ent.mask = 0
+        return 0
+
+    cdef int _epoll(self, int ms) except -1:
+        cdef epoll_event events[MAX_EVENTS]
+        cdef int n, i, fd, err = 0
+        cdef uint32_t ev
+        if self.epfd < 0:
+            raise ValueError("the hub is closed")
+        with nogil:
+            n = epoll_wait(self.epfd, events, MAX_EVENTS, ms)
+            if n < 0:
+                err = errno
+        if n < 0:
+            if err == EINTR:
+                PyErr_CheckSignals()
+                return 0
+            libc.errno.errno = err
+            PyErr_SetFromErrno(OSError)
+        for i in range(n):
+            fd = events[i].data.fd
+            ev = events[i].events
+            if fd == self.wake_rfd:
+                self._drain_wake()
+                continue
+            self._fire(fd, (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0,
+                       (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0)
+        return 0
+
+    cdef int _poll(self, int ms) except -1:
+        cdef Py_ssize_t count = 1, i
+        cdef pollfd *p
+        cdef int n, err = 0
+        cdef _Fd ent
+        cdef short rev
+        if self.wake_rfd < 0:
+            raise ValueError("the hub is closed")
+        if len(self.fds) + 1 > self.npollfds:
+            p = <pollfd *>PyMem_Realloc(self.pollfds, (len(self.fds) + 1) * sizeof(pollfd))
+            if p == NULL:
+                raise MemoryError()
+            self.pollfds = p
+            self.npollfds = len(self.fds) + 1
+        self.pollfds[0].fd = self.wake_rfd
+        self.pollfds[0].events = POLLIN
+        self.pollfds[0].revents = 0
+        for fd, obj in self.fds.items():
+            ent = <_Fd>obj
+            if ent.mask:
+                self.pollfds[count].fd = fd
+                self.pollfds[count].events = (POLLIN if ent.mask & EPOLLIN else 0) | \
+                    (POLLOUT if ent.mask & EPOLLOUT else 0)
+                self.pollfds[count].revents = 0
+                count += 1
+        with nogil:
+            n = poll(self.pollfds, <nfds_t>count, ms)
+            if n < 0:
+                err = errno
+        if n < 0:
+            if err == EINTR:
+                PyErr_CheckSignals()
+                return 0
+            libc.errno.errno = err
+            PyErr_SetFromErrno(OSError)
+        if n == 0:
+            return 0
+        if self.pollfds[0].revents:
+            self._drain_wake()
+        for i in range(1, count):
+            rev = self.pollfds[i].revents
+            if rev:
+                self._fire(self.pollfds[i].fd, (rev & (POLLIN | POLLERR | POLLHUP | POLLNVAL)) != 0,
+                           (rev & (POLLOUT | POLLERR | POLLHUP | POLLNVAL)) != 0)
+        return 0

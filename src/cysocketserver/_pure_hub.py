@@ -1,0 +1,354 @@
+"""The greenlet hub in pure Python: the same seam as the compiled ``_hub``, on ``selectors``.
+
+One hub per OS thread.  The hub runs in a greenlet of its own; a greenlet that must wait for a
+descriptor, a timer or another thread registers what it waits for and switches to the hub,
+which switches back to it when that happens.  Only the hub ever switches into a waiting
+greenlet, so whichever greenlet parks, control always comes back through the hub.
+
+The seam (identical in both engines):
+
+``Hub()``
+    ``wait_fd(fd, events, deadline)`` park until ``fd`` is ready for ``events`` (POLLIN/POLLOUT)
+    or until ``deadline`` (time.monotonic() seconds; negative: none); True if it timed out.
+    ``forget_fd(fd)`` before the descriptor is closed.  ``sleep(seconds)``.  ``park()``: switch
+    to the hub until someone calls ``wake(greenlet)`` (or ``wake_threadsafe`` from another
+    thread).  ``spawn(fn, *args)``: a new greenlet, started by the hub.  ``kill(greenlet)``:
+    throw GreenletExit into it, from the hub.  ``call_threadsafe(fn, *args)``: run ``fn`` in the
+    hub from any thread.  ``block_warning``: seconds (None: off) a greenlet may keep the hub
+    before a warning says so.  ``thread_ident``.
+
+Every park may return early (a stale wake-up): callers re-check what they waited for.
+"""
+import errno
+import heapq
+import os
+import selectors
+import sys
+import threading
+import traceback
+import warnings
+from collections import deque
+from time import monotonic
+
+try:
+    from greenlet import GreenletExit, getcurrent, greenlet
+except ImportError:  # reported when a hub is made (greenlets.py says how to get it)
+    greenlet = getcurrent = None
+    GreenletExit = None
+
+__all__ = ["Hub", "HubBlockedWarning"]
+
+POLLIN = 1
+POLLOUT = 4
+
+TIMED_OUT = object()
+
+
+class HubBlockedWarning(RuntimeWarning):
+    """A greenlet ran longer than the hub's block_warning without giving the hub a turn."""
+
+
+class _Throw:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc):
+        self.exc = exc
+
+
+def _root(glet):
+    while glet.parent is not None:
+        glet = glet.parent
+    return glet
+
+
+def describe_block(glet, held):
+    """The warning text for a greenlet that kept the hub for ``held`` seconds."""
+    what = "a greenlet"
+    label = getattr(glet, "cysocketserver_label", None)
+    if label is not None:
+        handler_class, client_address = label
+        what = "the greenlet of handler %s for %r" % (
+            getattr(handler_class, "__qualname__", handler_class), client_address)
+    where = "and finished"
+    frame = getattr(glet, "gr_frame", None)
+    if frame is not None:
+        stack = traceback.extract_stack(frame)
+        # The innermost frame outside this package: the user's code that ran so long.
+        pkg = os.path.dirname(os.path.abspath(__file__))
+        user = [f for f in stack if not os.path.abspath(f.filename).startswith(pkg + os.sep)]
+        f = (user or stack)[-1]
+        where = "until it waited at %s:%d in %s()" % (f.filename, f.lineno, f.name)
+    return "%s kept the hub for %.3f s %s" % (what, held, where)
+
+
+class _Fd:
+    __slots__ = ("reader", "writer", "mask")
+
+    def __init__(self):
+        self.reader = None
+        self.writer = None
+        self.mask = 0
+
+
+class Hub:
+
+    def __init__(self):
+        if greenlet is None:
+            raise ImportError("the greenlet package is needed: pip install 'greenlet>=3'",
+                              name="greenlet")
+        self.thread_ident = threading.get_ident()
+        self.block_warning = None
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._fds = {}
+        self._timers = []          # heap of [when, seq, glet, value, active]
+        self._cancelled = 0
+        self._seq = 0
+        self._ready = deque()      # (greenlet, value) to switch to
+        self._calls = deque()      # (fn, args) from any thread
+        self.root = _root(getcurrent())
+        self.glet = greenlet(self._run, self.root)
+
+    # -- parking ------------------------------------------------------------------------------
+
+    def park(self):
+        cur = getcurrent()
+        if cur is self.glet:
+            raise RuntimeError("the hub itself cannot wait")
+        return self.glet.switch()
+
+    def wake(self, glet, value=None):
+        self._ready.append((glet, value))
+
+    def wake_threadsafe(self, glet):
+        self.call_threadsafe(self.wake, glet)
+
+    def call_threadsafe(self, fn, *args):
+        self._calls.append((fn, args))
+        wake_w = self._wake_w
+        if wake_w < 0:
+            return  # closed: the hub is gone
+        try:
+            os.write(wake_w, b"\0")
+        except OSError:
+            pass  # full: a wake-up is pending already
+
+    def spawn(self, fn, *args):
+        glet = greenlet(lambda: fn(*args), self.glet)
+        self._ready.append((glet, None))
+        return glet
+
+    def kill(self, glet, exc=None):
+        self._ready.append((glet, _Throw(exc if exc is not None else GreenletExit())))
+
+    def _add_timer(self, when, glet, value):
+        self._seq += 1
+        entry = [when, self._seq, glet, value, True]
+        heapq.heappush(self._timers, entry)
+        return entry
+
+    def _cancel(self, entry):
+        if entry[4]:
+            entry[4] = False
+            self._cancelled += 1
+            if self._cancelled > 256 and self._cancelled * 2 > len(self._timers):
+                self._timers = [t for t in self._timers if t[4]]
+                heapq.heapify(self._timers)
+                self._cancelled = 0
+
+    def sleep(self, seconds):
+        cur = getcurrent()
+        if cur is self.glet:
+            raise RuntimeError("the hub itself cannot sleep")
+        if seconds <= 0:
+            self._ready.append((cur, None))
+            self.glet.switch()
+            return
+        deadline = monotonic() + seconds
+        while True:
+            entry = self._add_timer(deadline, cur, TIMED_OUT)
+            try:
+                value = self.glet.switch()
+            finally:
+                self._cancel(entry)
+            if value is TIMED_OUT or monotonic() >= deadline:
+                return
+
+    # -- descriptors ----------------------------------------------------------------------------
+
+    def wait_fd(self, fd, events, deadline):
+        cur = getcurrent()
+        if cur is self.glet:
+            raise RuntimeError("the hub itself cannot wait for a descriptor")
+        ent = self._fds.get(fd)
+        if ent is None:
+            ent = self._fds[fd] = _Fd()
+        if events & POLLIN:
+            if ent.reader is not None and ent.reader is not cur:
+                raise RuntimeError("another greenlet is already waiting to read from fd %d" % fd)
+            ent.reader = cur
+        if events & POLLOUT:
+            if ent.writer is not None and ent.writer is not cur:
+                raise RuntimeError("another greenlet is already waiting to write to fd %d" % fd)
+            ent.writer = cur
+        timer = None
+        try:
+            try:
+                self._interest(fd, ent)
+            except PermissionError:
+                return False  # not pollable (a regular file): always ready
+            if deadline is not None and deadline >= 0:
+                timer = self._add_timer(deadline, cur, TIMED_OUT)
+            value = self.glet.switch()
+        finally:
+            if ent.reader is cur:
+                ent.reader = None
+            if ent.writer is cur:
+                ent.writer = None
+            if timer is not None:
+                self._cancel(timer)
+        return value is TIMED_OUT
+
+    def _interest(self, fd, ent):
+        want = (selectors.EVENT_READ if ent.reader is not None else 0) | \
+               (selectors.EVENT_WRITE if ent.writer is not None else 0)
+        # Keep what is registered (the next wait is likely the same), add what is missing.
+        mask = ent.mask | want
+        if mask == ent.mask:
+            return
+        if ent.mask:
+            self._selector.modify(fd, mask, ent)
+        else:
+            self._selector.register(fd, mask, ent)
+        ent.mask = mask
+
+    def forget_fd(self, fd):
+        ent = self._fds.pop(fd, None)
+        if ent is not None and ent.mask:
+            ent.mask = 0
+            try:
+                self._selector.unregister(fd)
+            except (KeyError, ValueError, OSError):
+                pass
+        if ent is not None:
+            # Whoever still waits on it learns at its next syscall that it is gone.
+            for glet in (ent.reader, ent.writer):
+                if glet is not None:
+                    self._ready.append((glet, None))
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _run(self):
+        while True:
+            try:
+                self._run_once()
+            except BaseException as exc:
+                # A signal handler's exception (Ctrl-C) raised while the hub waited: it belongs
+                # to the thread's own code.
+                self._forward(exc)
+
+    def _forward(self, exc):
+        if GreenletExit is not None and isinstance(exc, GreenletExit):
+            return
+        if self.root.dead:
+            raise exc
+        self.root.throw(exc)
+
+    def _switch(self, glet, value):
+        if glet.dead:
+            return
+        limit = self.block_warning
+        if limit is not None:
+            start = monotonic()
+        try:
+            if type(value) is _Throw:
+                glet.throw(value.exc)
+            elif value is None:
+                glet.switch()
+            else:
+                glet.switch(value)
+        except (GreenletExit, SystemExit):
+            pass
+        except KeyboardInterrupt as exc:
+            self._forward(exc)
+        except BaseException:
+            print("Exception in a greenlet on the hub:", file=sys.stderr)
+            traceback.print_exc()
+        if limit is not None:
+            held = monotonic() - start
+            if held > limit:
+                warnings.warn(describe_block(glet, held), HubBlockedWarning, stacklevel=1)
+
+    def _run_once(self):
+        calls = self._calls
+        while calls:
+            fn, args = calls.popleft()
+            fn(*args)
+        timers = self._timers
+        if timers:
+            now = monotonic()
+            while timers and (timers[0][0] <= now or not timers[0][4]):
+                entry = heapq.heappop(timers)
+                if entry[4]:
+                    entry[4] = False
+                    self._ready.append((entry[2], entry[3]))
+                else:
+                    self._cancelled -= 1
+        ready = self._ready
+        for _ in range(len(ready)):
+            glet, value = ready.popleft()
+            self._switch(glet, value)
+        if ready or calls:
+            timeout = 0
+        elif timers:
+            timeout = max(0.0, timers[0][0] - monotonic())
+        else:
+            timeout = None
+        for key, mask in self._selector.select(timeout):
+            ent = key.data
+            if ent is None:
+                try:
+                    while os.read(self._wake_r, 512):
+                        pass
+                except OSError:
+                    pass
+                continue
+            unwanted = 0
+            if mask & selectors.EVENT_READ:
+                if ent.reader is not None:
+                    glet, ent.reader = ent.reader, None
+                    self._ready.append((glet, None))
+                else:
+                    unwanted |= selectors.EVENT_READ
+            if mask & selectors.EVENT_WRITE:
+                if ent.writer is not None:
+                    glet, ent.writer = ent.writer, None
+                    self._ready.append((glet, None))
+                else:
+                    unwanted |= selectors.EVENT_WRITE
+            if unwanted and key.fd in self._fds:
+                # Nobody waits for that event any more: stop hearing about it.
+                ent.mask &= ~unwanted
+                try:
+                    if ent.mask:
+                        self._selector.modify(key.fd, ent.mask, ent)
+                    else:
+                        self._selector.unregister(key.fd)
+                except (KeyError, ValueError, OSError):
+                    ent.mask = 0
+
+    def close(self):
+        """Close the hub's descriptors (when its thread has ended)."""
+        if self._wake_r < 0:
+            return
+        self._selector.close()
+        fds = (self._wake_r, self._wake_w)
+        self._wake_r = self._wake_w = -1
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -1,0 +1,647 @@
+"""Greenlet servers: each request's handler in its own greenlet, all on one OS thread.
+
+``GreenletMixIn`` runs serve_forever() on a hub (the engine's ``Hub``: epoll in C, or
+``selectors`` in the pure engine) in the thread that calls it, and handles every request in a
+new greenlet.  Handlers keep the blocking style of ``StreamRequestHandler``: ``rfile``,
+``wfile`` and ``self.request`` are cooperative, so a call that would block parks the greenlet
+and the hub runs the others.
+
+Also here: ``connect()`` (a cooperative client socket), ``sleep()``, ``to_thread()`` (run a
+blocking function in a worker thread and wait for it without holding the hub), and
+``GreenSocket``, the cooperative ``socket.socket``.
+"""
+import errno
+import os
+import socket
+import threading
+from time import monotonic
+
+import _socket
+from greenlet import GreenletExit, getcurrent
+
+from ._engine import Hub
+from ._pure_hub import HubBlockedWarning
+# The same back-off as the threaded servers' loop when accept() runs out of descriptors.
+from ._pure_loop import PAUSE_FIRST, PAUSE_MAX, RESOURCE_ERRNOS
+from .servers import TCPServer, UDPServer
+
+__all__ = [
+    "GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "GreenSocket",
+    "connect", "sleep", "spawn", "to_thread", "get_hub", "HubBlockedWarning",
+]
+
+POLLIN = 1
+POLLOUT = 4
+# Requests taken per wake-up of the listener.
+BATCH = 16
+_CONNECTING = frozenset(
+    code for code in (getattr(errno, name, None)
+                      for name in ("EINPROGRESS", "EAGAIN", "EWOULDBLOCK", "EALREADY"))
+    if code is not None
+)
+# Seconds a greenlet may keep the hub before a HubBlockedWarning, when a server does not say.
+BLOCK_WARNING_ENV = "CYSOCKETSERVER_HUB_BLOCK_WARNING"
+
+_tls = threading.local()
+_ss = _socket.socket
+
+
+class _HubOwner:
+    """Held by the thread-local storage only: when the thread ends, its hub's descriptors close.
+
+    (The hub itself is kept alive by its own greenlet, which a finished thread cannot end.)
+    """
+
+    __slots__ = ("hub",)
+
+    def __init__(self, hub):
+        self.hub = hub
+
+    def __del__(self):
+        self.hub.close()
+
+
+def get_hub():
+    """This thread's hub, made on first use."""
+    try:
+        return _tls.hub
+    except AttributeError:
+        hub = Hub()
+        _tls.owner = _HubOwner(hub)
+        _tls.hub = hub
+        return hub
+
+
+def _existing_hub():
+    return getattr(_tls, "hub", None)
+
+
+def sleep(seconds):
+    """Sleep without holding the hub: other greenlets run meanwhile."""
+    get_hub().sleep(seconds)
+
+
+def spawn(function, *args):
+    """Run ``function(*args)`` in a new greenlet on this thread's hub; returns the greenlet."""
+    return get_hub().spawn(function, *args)
+
+
+def to_thread(function, /, *args, **kwargs):
+    """Call a blocking ``function(*args, **kwargs)`` in a worker thread and return its result.
+
+    The calling greenlet waits cooperatively: the hub keeps serving the others, and the worker
+    wakes it through the hub's wake-up descriptor.
+    """
+    hub = get_hub()
+    me = getcurrent()
+    outcome = []
+
+    def work():
+        try:
+            outcome.append((True, function(*args, **kwargs)))
+        except BaseException as exc:
+            outcome.append((False, exc))
+        finally:
+            hub.wake_threadsafe(me)
+
+    threading.Thread(target=work, name="cysocketserver.to_thread", daemon=True).start()
+    while not outcome:
+        hub.park()
+    ok, value = outcome.pop()
+    if ok:
+        return value
+    try:
+        raise value
+    finally:
+        del value
+
+
+def connect(address, timeout=None):
+    """A cooperative socket connected to ``address`` (host, port) or a Unix socket path.
+
+    Like ``socket.create_connection(address, timeout)``: the socket's timeout is ``timeout``.
+    Host names are resolved in a worker thread.
+    """
+    if isinstance(address, (str, bytes)) and hasattr(socket, "AF_UNIX"):
+        candidates = [(socket.AF_UNIX, socket.SOCK_STREAM, 0, address)]
+    else:
+        host, port = address[:2]
+        try:
+            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0,
+                                       socket.AI_NUMERICHOST | socket.AI_NUMERICSERV)
+        except (socket.gaierror, UnicodeError):
+            infos = to_thread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+        candidates = [(af, kind, proto, addr) for af, kind, proto, _name, addr in infos]
+    error = None
+    for family, kind, proto, addr in candidates:
+        sock = GreenSocket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(addr)
+            return sock
+        except OSError as exc:
+            error = exc
+            sock.close()
+    if error is not None:
+        try:
+            raise error
+        finally:
+            error = None
+    raise OSError("getaddrinfo returns an empty list")
+
+
+class GreenSocket(socket.socket):
+    """A ``socket.socket`` whose blocking calls park the greenlet instead of the thread.
+
+    The descriptor itself is non-blocking; ``settimeout()``/``gettimeout()`` keep the timeout
+    you set, and a call that runs out of it raises ``TimeoutError('timed out')`` as the
+    stdlib's does.  The compiled ``rfile``/``wfile`` drive the descriptor directly and wait
+    through ``_cysocketserver_wait``.
+    """
+
+    __slots__ = ("_coop_timeout", "_hub")
+
+    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+        super().__init__(family, type, proto, fileno)
+        self._hub = None
+        self._coop_timeout = socket.getdefaulttimeout()
+        _ss.settimeout(self, 0.0)
+        hub = _existing_hub()
+        if hub is not None:
+            # A descriptor number closed behind the hub's back may be this one now.
+            hub.forget_fd(_ss.fileno(self))
+
+    @classmethod
+    def from_socket(cls, sock):
+        """Take over a plain socket.socket (which is detached), keeping its timeout."""
+        timeout = sock.gettimeout()
+        new = cls(sock.family, sock.type, sock.proto, sock.detach())
+        new._coop_timeout = timeout
+        return new
+
+    # -- waiting --------------------------------------------------------------------------------
+
+    @property
+    def _cysocketserver_wait(self):
+        """``wait(fd, events, deadline)``: park until fd is ready for events (POLLIN/POLLOUT) or
+        until the time.monotonic() deadline (< 0: none); True if it timed out.
+
+        The current thread's hub's own method, so that the compiled rfile/wfile, which take it
+        once, call straight into the hub.
+        """
+        hub = self._hub
+        if hub is None or hub.thread_ident != threading.get_ident():
+            hub = self._hub = get_hub()
+        return hub.wait_fd
+
+    def _io(self, method, events, *args):
+        try:
+            return method(self, *args)
+        except BlockingIOError:
+            timeout = self._coop_timeout
+            if timeout == 0.0:
+                raise
+        deadline = -1.0 if timeout is None else monotonic() + timeout
+        while True:
+            if self._cysocketserver_wait(_ss.fileno(self), events, deadline):
+                raise TimeoutError("timed out")
+            try:
+                return method(self, *args)
+            except BlockingIOError:
+                pass
+
+    # -- timeouts -------------------------------------------------------------------------------
+
+    def settimeout(self, value, /):
+        _ss.settimeout(self, value)  # validated (and converted) as the stdlib does
+        self._coop_timeout = _ss.gettimeout(self)
+        _ss.settimeout(self, 0.0)
+
+    def gettimeout(self):
+        return self._coop_timeout
+
+    def setblocking(self, flag, /):
+        self.settimeout(None if flag else 0.0)
+
+    def getblocking(self):
+        return self._coop_timeout != 0.0
+
+    @property
+    def timeout(self):
+        return self._coop_timeout
+
+    # -- the blocking calls -----------------------------------------------------------------------
+
+    def recv(self, bufsize, flags=0, /):
+        return self._io(_ss.recv, POLLIN, bufsize, flags)
+
+    def recv_into(self, buffer, nbytes=0, flags=0):
+        return self._io(_ss.recv_into, POLLIN, buffer, nbytes, flags)
+
+    def recvfrom(self, bufsize, flags=0, /):
+        return self._io(_ss.recvfrom, POLLIN, bufsize, flags)
+
+    def recvfrom_into(self, buffer, nbytes=0, flags=0):
+        return self._io(_ss.recvfrom_into, POLLIN, buffer, nbytes, flags)
+
+    def send(self, data, flags=0, /):
+        return self._io(_ss.send, POLLOUT, data, flags)
+
+    def sendto(self, data, /, *flags_and_address):
+        return self._io(_ss.sendto, POLLOUT, data, *flags_and_address)
+
+    def sendall(self, data, flags=0, /):
+        with memoryview(data) as view, view.cast("B") as remaining:
+            total = len(remaining)
+            sent = 0
+            deadline = None
+            while sent < total:
+                try:
+                    sent += _ss.send(self, remaining[sent:], flags)
+                    continue
+                except BlockingIOError:
+                    timeout = self._coop_timeout
+                    if timeout == 0.0:
+                        raise
+                if deadline is None:
+                    deadline = -1.0 if timeout is None else monotonic() + timeout
+                if self._cysocketserver_wait(_ss.fileno(self), POLLOUT, deadline):
+                    raise TimeoutError("timed out")
+
+    def sendfile(self, file, offset=0, count=None):
+        # os.sendfile would wait in a selector; send() parks the greenlet instead.
+        return self._sendfile_use_send(file, offset, count)
+
+    def accept(self):
+        fd, address = self._io(_ss._accept, POLLIN)
+        return GreenSocket(self.family, self.type, self.proto, fileno=fd), address
+
+    def connect(self, address, /):
+        err = _ss.connect_ex(self, address)
+        if err == 0:
+            return
+        if err not in _CONNECTING:
+            raise OSError(err, os.strerror(err))
+        timeout = self._coop_timeout
+        if timeout == 0.0:
+            raise BlockingIOError(err, os.strerror(err))
+        deadline = -1.0 if timeout is None else monotonic() + timeout
+        if self._cysocketserver_wait(_ss.fileno(self), POLLOUT, deadline):
+            raise TimeoutError("timed out")
+        err = self.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+
+    def connect_ex(self, address, /):
+        try:
+            self.connect(address)
+        except TimeoutError:
+            return errno.EAGAIN
+        except OSError as exc:
+            if exc.errno is None:
+                raise
+            return exc.errno
+        return 0
+
+    # -- closing ----------------------------------------------------------------------------------
+
+    def _forget(self):
+        hub = self._hub
+        fd = _ss.fileno(self)
+        if hub is not None and fd >= 0:
+            hub.forget_fd(fd)
+
+    def _real_close(self, _ss=_ss):
+        self._forget()
+        _ss.close(self)
+
+    def detach(self):
+        self._forget()
+        return super().detach()
+
+
+def _cooperative(request):
+    """The request as a cooperative socket (a plain accepted socket is taken over)."""
+    if type(request) is socket.socket:
+        return GreenSocket.from_socket(request)
+    return request
+
+
+def _is_default(server, name):
+    """Whether the server's hook (even one patched on the instance) is this package's own."""
+    func = getattr(getattr(server, name, None), "__func__", None)
+    return getattr(func, "_cysocketserver_default", False) is True
+
+
+def _block_warning(server):
+    limit = server.hub_block_warning
+    if limit is None:
+        text = os.environ.get(BLOCK_WARNING_ENV)
+        if text:
+            try:
+                limit = float(text)
+            except ValueError:
+                limit = None
+    return limit
+
+
+class _State:
+    """A greenlet server's bookkeeping, kept off the server's documented attributes."""
+
+    def __init__(self):
+        self.hub = None
+        self.stop = False
+        self.serving = None             # the greenlet running serve_forever()
+        self.is_shut_down = threading.Event()
+        self.draining = False
+        self.handlers = {}              # live handler greenlet -> its request
+        self.idle = threading.Event()   # set while there are none
+        self.idle.set()
+        self.idle_waiters = []          # greenlets on the hub waiting for that
+        self.shutdown_waiters = []      # handlers that called shutdown()
+        self.resume_at = 0.0
+        self.pause = PAUSE_FIRST
+
+
+class GreenletMixIn:
+    """Handle each request in a new greenlet on the hub of the thread running serve_forever().
+
+    ``block_on_close``: server_close() (and serve_forever() after shutdown()) wait until the
+    handlers have finished; when false, server_close() in the hub's thread ends them by raising
+    GreenletExit in them.  ``hub_block_warning``: seconds; a greenlet that keeps the hub longer
+    without waiting is reported with a HubBlockedWarning (default: the
+    CYSOCKETSERVER_HUB_BLOCK_WARNING environment variable, or off).
+    """
+
+    block_on_close = True
+    hub_block_warning = None
+
+    @property
+    def _greenlet_state(self):
+        try:
+            return self.__dict__["_greenlet_state_"]
+        except KeyError:
+            state = self.__dict__["_greenlet_state_"] = _State()
+            return state
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    def serve_forever(self, poll_interval=0.5):
+        st = self._greenlet_state
+        hub = get_hub()
+        st.is_shut_down.clear()
+        st.hub = hub
+        st.serving = getcurrent()
+        hub.block_warning = _block_warning(self)
+        fd = -1
+        restore = False
+        finished = False
+        try:
+            fd = self.fileno()
+            if fd < 0:
+                raise ValueError(f"Invalid file descriptor: {fd}")
+            hub.forget_fd(fd)
+            if os.get_blocking(fd):
+                os.set_blocking(fd, False)
+                restore = True
+            while not st.stop:
+                deadline = -1.0 if poll_interval is None else monotonic() + poll_interval
+                ready = False
+                if st.resume_at and monotonic() < st.resume_at:
+                    left = st.resume_at - monotonic()
+                    hub.sleep(left if poll_interval is None else min(left, poll_interval))
+                else:
+                    st.resume_at = 0.0
+                    ready = not hub.wait_fd(fd, POLLIN, deadline)
+                if st.stop:
+                    break
+                if ready:
+                    self._greenlet_take_requests(st, BATCH)
+                self.service_actions()
+            finished = True
+        finally:
+            if fd >= 0:
+                hub.forget_fd(fd)
+                if restore:
+                    try:
+                        os.set_blocking(fd, True)
+                    except OSError:
+                        pass
+            st.stop = False
+            st.serving = None
+            st.draining = finished and self.block_on_close and bool(st.handlers)
+            st.is_shut_down.set()
+            for waiter in st.shutdown_waiters:
+                hub.wake(waiter)
+            del st.shutdown_waiters[:]
+        if st.draining:
+            try:
+                self._greenlet_drain(st, hub)
+            finally:
+                st.draining = False
+
+    def shutdown(self):
+        """Stop serve_forever() and wait until it has stopped accepting.
+
+        From another thread this waits as the stdlib's does; from a handler on the hub, the
+        handler waits (cooperatively) until the loop has stopped.
+        """
+        st = self._greenlet_state
+        st.stop = True
+        hub = st.hub
+        serving = st.serving
+        if hub is not None and hub.thread_ident == threading.get_ident():
+            if serving is None:
+                return
+            hub.wake(serving)
+            me = getcurrent()
+            if me is serving:
+                return
+            while not st.is_shut_down.is_set():
+                st.shutdown_waiters.append(me)
+                hub.park()
+            return
+        if hub is not None and serving is not None:
+            hub.wake_threadsafe(serving)
+        st.is_shut_down.wait()
+
+    # Code in the wild stops a server from its own handler by setting the stdlib's private flag.
+    @property
+    def _BaseServer__shutdown_request(self):
+        return self._greenlet_state.stop
+
+    @_BaseServer__shutdown_request.setter
+    def _BaseServer__shutdown_request(self, requested):
+        st = self._greenlet_state
+        st.stop = requested
+        if requested and st.hub is not None and st.serving is not None:
+            st.hub.wake_threadsafe(st.serving)
+
+    def handle_request(self):
+        """Wait for one request (honouring the timeouts) and run its handler to the end."""
+        st = self._greenlet_state
+        hub = get_hub()
+        st.hub = hub
+        hub.block_warning = _block_warning(self)
+        timeout = self.socket.gettimeout()
+        if timeout is None:
+            timeout = self.timeout
+        elif self.timeout is not None:
+            timeout = min(timeout, self.timeout)
+        deadline = -1.0 if timeout is None else monotonic() + timeout
+        fd = self.fileno()
+        if fd < 0:
+            raise ValueError(f"Invalid file descriptor: {fd}")
+        hub.forget_fd(fd)
+        restore = os.get_blocking(fd)
+        if restore:
+            os.set_blocking(fd, False)
+        taken = 0
+        try:
+            while True:
+                if not hub.wait_fd(fd, POLLIN, deadline):
+                    taken = self._greenlet_take_requests(st, 1)
+                    if taken:
+                        break
+                if deadline >= 0 and monotonic() >= deadline:
+                    break
+        finally:
+            hub.forget_fd(fd)
+            if restore:
+                try:
+                    os.set_blocking(fd, True)
+                except OSError:
+                    pass
+        if not taken:
+            return self.handle_timeout()
+        self._greenlet_drain(st, hub)
+
+    def _greenlet_take_requests(self, st, batch):
+        """Accept up to ``batch`` requests from the ready listener; how many were taken."""
+        if not _is_default(self, "_handle_request_noblock"):
+            self._handle_request_noblock()
+            return 1
+        fast = (getattr(self.get_request, "__func__", None) is TCPServer.get_request
+                and type(self.socket) is socket.socket)
+        if not fast and not _is_default(self, "get_request"):
+            # A get_request() of the user's is called once per readiness, as by the stdlib.
+            batch = 1
+        taken = 0
+        for taken in range(1, batch + 1):
+            try:
+                if fast:
+                    sock = self.socket
+                    fd, client_address = sock._accept()
+                    request = GreenSocket(sock.family, sock.type, sock.proto, fd)
+                else:
+                    request, client_address = self.get_request()
+            except OSError as exc:
+                if exc.errno in RESOURCE_ERRNOS:
+                    st.resume_at = monotonic() + st.pause
+                    st.pause = min(st.pause * 2, PAUSE_MAX)
+                return taken - 1
+            st.pause = PAUSE_FIRST
+            if self.verify_request(request, client_address):
+                try:
+                    self.process_request(request, client_address)
+                except Exception:
+                    self.handle_error(request, client_address)
+                    self.shutdown_request(request)
+                except BaseException:
+                    self.shutdown_request(request)
+                    raise
+            else:
+                self.shutdown_request(request)
+            if st.stop:
+                break
+        return taken
+
+    # -- the handlers ----------------------------------------------------------------------------
+
+    def process_request(self, request, client_address):
+        """Start a greenlet that handles the request; it runs when the hub next gets a turn."""
+        st = self._greenlet_state
+        hub = get_hub()
+        st.hub = hub
+        request = _cooperative(request)
+        glet = hub.spawn(self.process_request_greenlet, request, client_address)
+        # For the hub's block warnings.
+        glet.cysocketserver_label = (self.RequestHandlerClass, client_address)
+        st.handlers[glet] = request
+        st.idle.clear()
+
+    def process_request_greenlet(self, request, client_address):
+        """What each handler greenlet runs: as ThreadingMixIn.process_request_thread."""
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            try:
+                self.shutdown_request(request)
+            finally:
+                self._greenlet_done(getcurrent())
+
+    def _greenlet_done(self, glet):
+        st = self._greenlet_state
+        st.handlers.pop(glet, None)
+        if not st.handlers:
+            st.idle.set()
+            waiters = st.idle_waiters[:]
+            del st.idle_waiters[:]
+            for waiter in waiters:
+                st.hub.wake(waiter)
+
+    def _greenlet_drain(self, st, hub):
+        """Run the hub here until every handler greenlet has finished."""
+        me = getcurrent()
+        if me in st.handlers:
+            return  # a handler cannot wait for itself
+        while st.handlers:
+            st.idle_waiters.append(me)
+            hub.park()
+
+    def _greenlet_kill(self, st, hub):
+        for glet, request in list(st.handlers.items()):
+            hub.kill(glet, GreenletExit())
+            if not glet:
+                # Never started: it will never run, so its request is ours to shut down.
+                del st.handlers[glet]
+                self.shutdown_request(request)
+        if not st.handlers:
+            st.idle.set()
+        self._greenlet_drain(st, hub)
+
+    def server_close(self):
+        super().server_close()
+        st = self._greenlet_state
+        hub = st.hub
+        if not st.handlers or hub is None:
+            return
+        if hub.thread_ident == threading.get_ident():
+            if self.block_on_close:
+                self._greenlet_drain(st, hub)
+            else:
+                self._greenlet_kill(st, hub)
+        elif self.block_on_close and st.draining:
+            st.idle.wait()
+
+
+class GreenletTCPServer(GreenletMixIn, TCPServer):
+    pass
+
+
+class GreenletUDPServer(GreenletMixIn, UDPServer):
+    pass
+
+
+if hasattr(socket, "AF_UNIX"):
+    from .servers import UnixDatagramServer, UnixStreamServer
+
+    class GreenletUnixStreamServer(GreenletMixIn, UnixStreamServer):
+        pass
+
+    class GreenletUnixDatagramServer(GreenletMixIn, UnixDatagramServer):
+        pass
+
+    __all__ += ["GreenletUnixStreamServer", "GreenletUnixDatagramServer"]
