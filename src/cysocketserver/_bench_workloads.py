@@ -58,6 +58,12 @@ WORKLOADS = [
     Workload("greenlet-line-100x64",
              "GreenletTCPServer (stdlib: ThreadingTCPServer) line echo, 100 connections, 64 B",
              "GreenletTCPServer", "line", "pingpong", 100, 64),
+    Workload("greenlet-line-16x4k",
+             "GreenletTCPServer (stdlib: ThreadingTCPServer) line echo, 16 connections, 4 KiB",
+             "GreenletTCPServer", "line", "pingpong", 16, 4096),
+    Workload("greenlet-connect-16",
+             "GreenletTCPServer (stdlib: ThreadingTCPServer) connect, one line, close; 16 at a time",
+             "GreenletTCPServer", "line", "connect", 16, 64),
 ]
 
 DEFAULT = [w.name for w in WORKLOADS[:8]]
