@@ -15,6 +15,7 @@ cdef class _SocketStream:
     cdef object __weakref__
 
     cdef int _fileno(self) except? -1
+    cdef double _deadline(self) except? -3.0
     # The one place that blocks: wait until fd is ready for `events`
     # (POLLIN/POLLOUT) or until `deadline` (CLOCK_MONOTONIC seconds; < 0 means
     # no deadline).  Returns 0 when the caller should retry its syscall, 1 when

@@ -205,6 +205,17 @@ cdef class _SocketStream:
     cdef int _fileno(self) except? -1:
         return self._sock.fileno()
 
+    cdef double _deadline(self) except? -3.0:
+        """When a call that would block must give up: -1.0 never (no timeout), 0.0 at once
+        (a non-blocking socket), else the CLOCK_MONOTONIC time its timeout ends."""
+        timeout = self._sock.gettimeout()
+        if timeout is None:
+            return -1.0
+        cdef double t = timeout
+        if t <= 0.0:
+            return 0.0
+        return _monotonic() + t
+
     cdef int _wait(self, int fd, short events, double deadline) except -1:
         cdef pollfd pfd
         cdef cyss_sigstate sigs
@@ -389,7 +400,7 @@ cdef class SocketReader(_SocketStream):
         """Bytes read (0 at EOF), or -2 if a non-blocking socket has nothing."""
         cdef int fd, err
         cdef ssize_t r
-        cdef double deadline = -2.0, t
+        cdef double deadline = -2.0
         if self._raw is not None:
             # Someone has our SocketIO: honour its state as the stdlib would.
             if self._raw.closed:
@@ -414,14 +425,9 @@ cdef class SocketReader(_SocketStream):
             if err != EAGAIN and err != EWOULDBLOCK:
                 return _raise_errno(err)
             if deadline == -2.0:
-                timeout = self._sock.gettimeout()
-                if timeout is None:
-                    deadline = -1.0
-                else:
-                    t = timeout
-                    if t <= 0.0:
-                        return -2
-                    deadline = _monotonic() + t
+                deadline = self._deadline()
+                if deadline == 0.0:
+                    return -2
             if deadline == -1.0 and self._coop_wait is None and not _in_main_thread():
                 # A blocking socket and no timeout: the recv itself can wait, with the GIL
                 # released, sparing the poll() a wait would cost.  (The main thread polls
@@ -994,7 +1000,7 @@ cdef class SocketWriter(_SocketStream):
         # run between partial sends; EINTR retries.
         cdef int fd = self._fileno(), err
         cdef ssize_t r
-        cdef double deadline = -2.0, t
+        cdef double deadline = -2.0
         while True:
             # Without the GIL: on loopback a send runs the receiver's side of TCP too, work
             # another thread can overlap on the other core (measured: more requests/s and a
@@ -1015,14 +1021,9 @@ cdef class SocketWriter(_SocketStream):
             if err != EAGAIN and err != EWOULDBLOCK:
                 return _raise_errno(err)
             if deadline == -2.0:
-                timeout = self._sock.gettimeout()
-                if timeout is None:
-                    deadline = -1.0
-                else:
-                    t = timeout
-                    if t <= 0.0:
-                        return _raise_errno(err)  # BlockingIOError, like sendall
-                    deadline = _monotonic() + t
+                deadline = self._deadline()
+                if deadline == 0.0:
+                    return _raise_errno(err)  # BlockingIOError, like sendall
             if self._wait(fd, POLLOUT, deadline):
                 raise TimeoutError("timed out")
             fd = self._fileno()
