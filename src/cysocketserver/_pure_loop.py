@@ -10,7 +10,7 @@ import selectors
 import threading
 from time import monotonic
 
-__all__ = ["ServeLoop"]
+__all__ = ["ServeLoop", "dispatch"]
 
 # accept()/recvfrom() failures that mean "out of resources": retrying at once cannot help.
 RESOURCE_ERRNOS = frozenset(
@@ -23,6 +23,26 @@ PAUSE_MAX = 0.5
 
 LISTENER_READY = 1
 WOKEN = 2
+
+
+def dispatch(server, request, client_address):
+    """Hand one request to the server's hooks in the stdlib's order and with its error handling.
+
+    verify_request's own exceptions propagate; process_request's go to handle_error, except
+    those that are not an Exception (KeyboardInterrupt, SystemExit), which propagate once the
+    request is shut down.
+    """
+    if not server.verify_request(request, client_address):
+        server.shutdown_request(request)
+        return
+    try:
+        server.process_request(request, client_address)
+    except Exception:
+        server.handle_error(request, client_address)
+        server.shutdown_request(request)
+    except BaseException:
+        server.shutdown_request(request)
+        raise
 
 
 class _Poller:
@@ -164,17 +184,7 @@ class ServeLoop:
                 self._pause_listener()
             return
         self._pause = PAUSE_FIRST
-        if server.verify_request(request, client_address):
-            try:
-                server.process_request(request, client_address)
-            except Exception:
-                server.handle_error(request, client_address)
-                server.shutdown_request(request)
-            except BaseException:
-                server.shutdown_request(request)
-                raise
-        else:
-            server.shutdown_request(request)
+        dispatch(server, request, client_address)
 
     def _pause_listener(self):
         poller = self._poller

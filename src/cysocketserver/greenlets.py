@@ -22,7 +22,7 @@ from greenlet import GreenletExit, getcurrent
 from ._engine import Hub
 from ._pure_hub import HubBlockedWarning
 # The same back-off as the threaded servers' loop when accept() runs out of descriptors.
-from ._pure_loop import PAUSE_FIRST, PAUSE_MAX, RESOURCE_ERRNOS
+from ._pure_loop import PAUSE_FIRST, PAUSE_MAX, RESOURCE_ERRNOS, dispatch
 from .servers import TCPServer, UDPServer
 
 __all__ = [
@@ -541,17 +541,7 @@ class GreenletMixIn:
                     st.pause = min(st.pause * 2, PAUSE_MAX)
                 return taken - 1
             st.pause = PAUSE_FIRST
-            if self.verify_request(request, client_address):
-                try:
-                    self.process_request(request, client_address)
-                except Exception:
-                    self.handle_error(request, client_address)
-                    self.shutdown_request(request)
-                except BaseException:
-                    self.shutdown_request(request)
-                    raise
-            else:
-                self.shutdown_request(request)
+            dispatch(self, request, client_address)
             if st.stop:
                 break
         return taken
