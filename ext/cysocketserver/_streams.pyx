@@ -969,6 +969,16 @@ cdef class SocketReader(_SocketStream):
 
 # ---------------------------------------------------------------- writer
 
+cdef int _refuse_readinto(object buffer, str name, str operation) except -1:
+    """A write-only stream's readinto/readinto1: the stdlib checks the buffer, then refuses."""
+    cdef Py_buffer view
+    if _get_buffer(buffer, &view, PyBUF_WRITABLE) < 0:
+        PyErr_Clear()
+        raise _bad_rwbuffer(name, buffer)
+    PyBuffer_Release(&view)
+    raise UnsupportedOperation(operation)
+
+
 cdef class SocketWriter(_SocketStream):
     """socketserver's unbuffered wfile, compiled.
 
@@ -1093,20 +1103,10 @@ cdef class SocketWriter(_SocketStream):
         raise UnsupportedOperation("read1")
 
     def readinto(self, buffer, /):
-        cdef Py_buffer view
-        if _get_buffer(buffer, &view, PyBUF_WRITABLE) < 0:
-            PyErr_Clear()
-            raise _bad_rwbuffer("readinto", buffer)
-        PyBuffer_Release(&view)
-        raise UnsupportedOperation("read")
+        _refuse_readinto(buffer, "readinto", "read")
 
     def readinto1(self, buffer, /):
-        cdef Py_buffer view
-        if _get_buffer(buffer, &view, PyBUF_WRITABLE) < 0:
-            PyErr_Clear()
-            raise _bad_rwbuffer("readinto1", buffer)
-        PyBuffer_Release(&view)
-        raise UnsupportedOperation("read1")
+        _refuse_readinto(buffer, "readinto1", "read1")
 
     def readline(self, size=-1, /):
         if _size_or_none(size) == 0:
