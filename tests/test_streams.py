@@ -235,6 +235,61 @@ def test_reader_matches_stdlib_exactly(streams, kind, data, mode, bufsize, ops):
     assert got == expected
 
 
+def in_other_thread(fn, *args):
+    """fn(*args) run in a new thread (as a ThreadingMixIn handler runs), its result returned."""
+    out = []
+    worker = threading.Thread(target=lambda: out.append(outcome(lambda: fn(*args))))
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the read hung"
+    kind, value = out[0][0], out[0][1:]
+    if kind != "ok":
+        raise AssertionError(f"run_sequence itself failed: {out[0]}")
+    return value[0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=DATA,
+    mode=st.sampled_from(["eof", "timeout", "nonblocking", "nonblocking_eof"]),
+    bufsize=BUFSIZES,
+    ops=st.lists(OPS, max_size=25),
+)
+def test_reader_matches_stdlib_in_a_handler_thread(streams, kind, data, mode, bufsize, ops):
+    """Outside the main thread a socket without timeout is read with one blocking recv():
+    the results must not change."""
+    expected = in_other_thread(run_sequence, std_reader, kind, data, mode, bufsize, ops)
+    got = in_other_thread(run_sequence, streams.SocketReader, kind, data, mode, bufsize, ops)
+    assert got == expected
+
+
+def test_reader_in_a_thread_waits_for_late_data(streams):
+    """A blocking read in a handler thread waits for data sent later, line by line, and
+    sees EOF.  The compiled reader also waits when the descriptor was made non-blocking
+    behind Python's back (where makefile() gives up with b'')."""
+    compiled = streams.__name__.endswith("._streams")
+    for behind_the_back in (False, True) if compiled else (False,):
+        a, b = socket.socketpair()
+        with a, b:
+            if behind_the_back:
+                os.set_blocking(a.fileno(), False)
+            f = streams.SocketReader(a, 16)
+
+            def send_slowly():
+                for part in (b"first li", b"ne\n", b"second line\n"):
+                    time.sleep(0.05)
+                    b.sendall(part)
+                b.shutdown(socket.SHUT_WR)
+
+            sender = threading.Thread(target=send_slowly)
+            sender.start()
+            got = in_other_thread(lambda: [f.readline(), f.readline(), f.readline()])
+            sender.join()
+            assert got == [b"first line\n", b"second line\n", b""]
+            f.close()
+
+
 def grid_scripts(bs):
     """Short call sequences hitting every branch of the buffering code for buffer size bs."""
     span = range(0, 3 * bs + 3)
