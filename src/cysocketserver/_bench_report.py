@@ -15,6 +15,11 @@ def fmt_us(value):
     return f"{value / 1e6:.2f} s" if value >= 1e6 else f"{value / 1000:.0f} ms"
 
 
+def fmt_cpu(value):
+    """Server CPU time per request, in microseconds."""
+    return "-" if value is None else f"{value:.1f} µs"
+
+
 def fmt_rate(median, unit):
     if not median or not median.get("rounds"):
         return "failed"
@@ -70,7 +75,7 @@ def format_table(results):
         "",
     ]
     header = ["workload", "server", "unit", "stdlib", "cysocketserver", "ratio",
-              "p99 stdlib", "p99 cysocketserver"]
+              "p99 stdlib", "p99 cysocketserver", "CPU/req stdlib", "CPU/req cysocketserver"]
     header += [LABELS.get(i, i) for i in extra]
     rows = [header]
     footnotes = []
@@ -84,7 +89,9 @@ def format_table(results):
                fmt_rate(med["stdlib"], unit), fmt_rate(med["cysocketserver"], unit),
                f"{r:.2f}x" if r is not None else "-",
                fmt_us((med["stdlib"] or {}).get("p99_us")),
-               fmt_us((med["cysocketserver"] or {}).get("p99_us"))]
+               fmt_us((med["cysocketserver"] or {}).get("p99_us")),
+               fmt_cpu((med["stdlib"] or {}).get("server_cpu_us")),
+               fmt_cpu((med["cysocketserver"] or {}).get("server_cpu_us"))]
         for impl in extra:
             row.append(fmt_rate(med[impl], unit))
         rows.append(row)
@@ -102,7 +109,9 @@ def format_table(results):
     out += _render(rows, ["<", "<", "<"] + [">"] * (len(header) - 3))
     out.append("")
     out.append("ratio = cysocketserver rate / stdlib rate (higher is better); p99 = 99th "
-               "percentile latency of one request (stream: of one line).")
+               "percentile latency of one request (stream: of one line);")
+    out.append("CPU/req = the server process's CPU time (user + system) per request: what a "
+               "request costs, whatever share of the cores the server got.")
     if engine not in ("compiled", "?"):
         out.append(f"NOTE: cysocketserver ran its {engine} engine (the compiled modules did "
                    "not load), so this is not the compiled package's speed.")

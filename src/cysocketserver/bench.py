@@ -226,6 +226,9 @@ def summarize(rounds):
         "p99_us": med(x.get("p99") for x in lat),
         "p99.9_us": med(x.get("p99.9") for x in lat),
         "server_cores": med(r.get("server_cores") for r in ok),
+        # What one request costs the server, whatever share of the cores it got.
+        "server_cpu_us": med(r["server_cores"] / r["rate"] * 1e6 for r in ok
+                             if r.get("server_cores") is not None and r["rate"]),
         "client_cores": med(r.get("client_cores") for r in ok),
         "errors": errors,
     }

@@ -1,0 +1,207 @@
+"""The benchmark's load client and harness: the numbers they print must be trustworthy.
+
+The load client must count what it is told (requests, bytes, latencies), check every echoed
+byte, and report -- never raise on -- a server that corrupts, drops or hangs up; the harness
+must run both implementations and compute its ratios and per-request CPU from what it ran.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+_loadgen = pytest.importorskip(
+    "cysocketserver._loadgen", reason="the load client is compiled only (no pure engine)")
+
+BACKENDS = ["auto", "poll"]
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+
+class EchoServer:
+    """A loopback echo server in threads, optionally misbehaving.
+
+    mangle(bytes) -> bytes changes what is echoed; lines_per_connection closes a TCP
+    connection after that many lines.
+    """
+
+    def __init__(self, udp=False, mangle=None, lines_per_connection=None):
+        self.mangle = mangle or (lambda data: data)
+        self.lines_per_connection = lines_per_connection
+        kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+        self.sock = socket.socket(socket.AF_INET, kind)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.stopped = False
+        if udp:
+            self.sock.settimeout(0.2)
+            target = self._serve_udp
+        else:
+            self.sock.listen(128)
+            self.sock.settimeout(0.2)
+            target = self._accept
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+
+    def _serve_udp(self):
+        while not self.stopped:
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.sock.sendto(self.mangle(data), addr)
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve_tcp, args=(conn,), daemon=True).start()
+
+    def _serve_tcp(self, conn):
+        with conn, conn.makefile("rb") as rfile:
+            served = 0
+            try:
+                for line in rfile:
+                    conn.sendall(self.mangle(line))
+                    served += 1
+                    if self.lines_per_connection and served >= self.lines_per_connection:
+                        return
+            except OSError:
+                pass
+
+    def close(self):
+        self.stopped = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.fixture
+def echo_server():
+    servers = []
+
+    def make(**kwargs):
+        servers.append(EchoServer(**kwargs))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def flip_a_byte(data):
+    """One payload byte changed (not the first 16, where the client keeps its own fields)."""
+    if len(data) < 24:
+        return data
+    return data[:20] + bytes([data[20] ^ 1]) + data[21:]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["pingpong", "connect", "stream", "udp"])
+def test_clean_echo_is_counted_without_errors(echo_server, mode, backend):
+    server = echo_server(udp=mode == "udp")
+    size = 100
+    result = _loadgen.run(mode, "127.0.0.1", server.port, connections=4, size=size,
+                          duration=0.4, warmup=0.1, backend=backend)
+    expected = "epoll" if backend == "auto" and sys.platform.startswith("linux") else "poll"
+    assert result["backend"] == expected
+    assert result["error_total"] == 0, result["errors"]
+    assert result["requests"] > 20
+    assert result["rate"] == pytest.approx(result["requests"] / result["duration"])
+    lat = result["latency_us"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
+    if mode != "stream":
+        # Every counted request came back whole (stream counts lines of the same size).
+        assert result["mb_per_s"] == pytest.approx(result["rate"] * size / 1e6, rel=0.02)
+    if mode == "connect":
+        assert result["connects"] >= result["requests"]
+
+
+@pytest.mark.parametrize("mode", ["pingpong", "stream", "udp"])
+def test_corrupted_echo_is_reported(echo_server, mode):
+    server = echo_server(udp=mode == "udp", mangle=flip_a_byte)
+    result = _loadgen.run(mode, "127.0.0.1", server.port, connections=2, size=64,
+                          duration=0.3, timeout=0.2)
+    assert result["errors"]["mismatch"] > 0
+    assert result["requests"] == 0
+
+
+def test_short_echo_is_reported(echo_server):
+    """A server that drops the last byte never completes a request: a timeout, not a hang."""
+    server = echo_server(udp=True, mangle=lambda data: data[:-1])
+    result = _loadgen.run("udp", "127.0.0.1", server.port, connections=2, size=64,
+                          duration=0.3, timeout=0.05)
+    assert result["requests"] == 0
+    assert result["error_total"] > 0
+
+
+def test_server_hanging_up_is_counted_and_the_client_reconnects(echo_server):
+    server = echo_server(lines_per_connection=3)
+    result = _loadgen.run("pingpong", "127.0.0.1", server.port, connections=2, size=64,
+                          duration=0.4)
+    assert result["errors"]["eof"] > 0
+    assert result["connects"] > 2
+    assert result["requests"] >= 3 * (result["connects"] - 2)
+
+
+def test_refused_connections_are_counted():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, never listening: connect() is refused
+        result = _loadgen.run("pingpong", "127.0.0.1", port, connections=1, duration=0.2)
+    assert result["requests"] == 0
+    assert result["errors"]["refused"] > 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(mode="gallop"), "mode must be one of"),
+    (dict(connections=0), "connections"),
+    (dict(size=0), "size"),
+    (dict(mode="udp", size=70000), "65507"),
+    (dict(host="192.0.2.1"), "loopback"),
+])
+def test_bad_settings_are_refused(kwargs, message):
+    args = dict(mode="pingpong", host="127.0.0.1", port=9, duration=0.1)
+    args.update(kwargs)
+    mode, host, port = args.pop("mode"), args.pop("host"), args.pop("port")
+    with pytest.raises(ValueError, match=message):
+        _loadgen.run(mode, host, port, **args)
+
+
+def test_bench_runs_both_implementations_and_reports_what_it_measured(tmp_path):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "cysocketserver", "bench", "--workload", "udp-16",
+         "--workload", "line-16x64", "--rounds", "2", "--duration", "0.3", "--warmup", "0.1",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    names = [entry["workload"]["name"] for entry in results["workloads"]]
+    assert names == ["udp-16", "line-16x64"]
+    for entry in results["workloads"]:
+        impls = entry["implementations"]
+        assert set(impls) == {"stdlib", "cysocketserver"}
+        medians = {}
+        for impl in ("stdlib", "cysocketserver"):
+            median = impls[impl]["median"]
+            assert median["rounds"] == 2
+            assert median["rate"] > 0 and not median["errors"]
+            assert median["server_cpu_us"] > 0
+            medians[impl] = median
+        ratio = medians["cysocketserver"]["rate"] / medians["stdlib"]["rate"]
+        row = next(line for line in proc.stdout.splitlines()
+                   if line.startswith(entry["workload"]["name"] + " "))
+        assert f"{ratio:.2f}x" in row
+        assert f"{medians['cysocketserver']['server_cpu_us']:.1f} µs" in row
+    import cysocketserver
+    assert results["engines"]["cysocketserver"] == cysocketserver.IMPLEMENTATION
