@@ -17,7 +17,6 @@ _loadgen = pytest.importorskip(
     "cysocketserver._loadgen", reason="the load client is compiled only (no pure engine)")
 
 BACKENDS = ["auto", "poll"]
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 
 class EchoServer:
@@ -176,9 +175,13 @@ def test_bad_settings_are_refused(kwargs, message):
 
 
 def test_bench_runs_both_implementations_and_reports_what_it_measured(tmp_path):
+    import cysocketserver
+
     out = tmp_path / "bench.json"
+    # The bench must run the very package this test imported (installed or in-tree).
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(cysocketserver.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     proc = subprocess.run(
         [sys.executable, "-m", "cysocketserver", "bench", "--workload", "udp-16",
          "--workload", "line-16x64", "--rounds", "2", "--duration", "0.3", "--warmup", "0.1",
@@ -203,5 +206,4 @@ def test_bench_runs_both_implementations_and_reports_what_it_measured(tmp_path):
                    if line.startswith(entry["workload"]["name"] + " "))
         assert f"{ratio:.2f}x" in row
         assert f"{medians['cysocketserver']['server_cpu_us']:.1f} µs" in row
-    import cysocketserver
     assert results["engines"]["cysocketserver"] == cysocketserver.IMPLEMENTATION
