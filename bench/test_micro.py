@@ -8,7 +8,7 @@ the other end is filled (or emptied) outside the timed part.
 
 Not part of the test suite; needs pytest-benchmark:
 
-    python -m pip install pytest-benchmark
+    python -m pip install '.[bench]'      # or just pytest-benchmark
     python -m pytest bench/test_micro.py
     python -m pytest bench/test_micro.py --benchmark-group-by=func --benchmark-columns=min,median,ops
 """
