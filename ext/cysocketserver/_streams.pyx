@@ -10,13 +10,14 @@ same results and the same exceptions, but it drives the file descriptor itself.
 sends every byte (like ``sendall``) and returns the number of bytes of the buffer.
 
 Syscall discipline: a read served from the buffer makes no system call and keeps
-the GIL.  Every recv()/send() is first tried non-blocking, with the GIL released
-around the call itself: on loopback a send runs the receiver's TCP work too, and
-another handler thread overlapping it on the other core measured faster, with a
-lower p99, than holding the GIL.  Only when a call would block do we wait: in a
-handler thread on a socket without timeout, in a blocking recv(); otherwise with
-poll() (ppoll() in the main thread where available, so no signal is missed) in
-the single overridable method ``_wait()``, which the greenlet servers replace.
+the GIL.  Each recv()/send() runs with the GIL released around the call itself: on
+loopback a send runs the receiver's TCP work too, and another handler thread
+overlapping it on the other core measured faster, with a lower p99, than holding
+the GIL.  In a handler thread, on a socket without timeout, a read is one blocking
+recv() that also does the waiting.  Everywhere else a call is tried non-blocking
+first, and when it would block we wait with poll() (ppoll() in the main thread
+where available, so no signal is missed) in the single overridable method
+``_wait()``, which the greenlet servers replace.
 The socket's timeout is read only on that slow path.  Sockets whose recv_into/sendall are overridden
 (ssl.SSLSocket and friends) go through their Python methods instead.
 """
