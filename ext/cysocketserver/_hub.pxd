@@ -1,4 +1,5 @@
 # The greenlet hub: epoll (or poll()), timers, a ready queue, descriptor waiters, a wake-up fd.
+from cysocketserver.includes.wakeup cimport Wakeup
 from libc.stdint cimport uint32_t, uint64_t
 
 from cysocketserver.includes.syscalls cimport pollfd
@@ -29,8 +30,7 @@ cdef class Hub:
     cdef public object block_warning    # seconds, or None
     cdef int backend
     cdef int epfd
-    cdef int wake_rfd
-    cdef int wake_wfd
+    cdef Wakeup wakeup       # call_threadsafe() from other threads writes here
     cdef dict fds                       # fd -> _Fd
     cdef list timers                    # heap of _Timer
     cdef Py_ssize_t cancelled
@@ -47,7 +47,6 @@ cdef class Hub:
     cdef int _forward(self, exc) except -1
     cdef int _switch(self, glet, value) except -1
     cdef int _run_once(self) except -1
-    cdef int _drain_wake(self) noexcept
     cdef int _fire(self, int fd, bint readable, bint writable) except -1
     cdef int _epoll(self, int ms) except -1
     cdef int _poll(self, int ms) except -1

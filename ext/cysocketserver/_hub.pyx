@@ -21,9 +21,11 @@ from libc.stdint cimport uint32_t, uint64_t
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from cysocketserver.includes.syscalls cimport *
+from cysocketserver.includes.wakeup cimport (
+    wakeup_close, wakeup_drain, wakeup_open, wakeup_signal,
+)
 
 import functools
-import os
 import sys
 import threading
 import traceback
@@ -131,11 +133,9 @@ cdef object _root(object glet):
 cdef class Hub:
 
     def __cinit__(self):
-        cdef int fds[2]
         cdef epoll_event ev
         self.epfd = -1
-        self.wake_rfd = -1
-        self.wake_wfd = -1
+        self.wakeup.rfd = self.wakeup.wfd = -1
         if greenlet is None:
             raise ImportError("the greenlet package is needed: pip install 'greenlet>=3'",
                               name="greenlet")
@@ -152,24 +152,13 @@ cdef class Hub:
                 PyErr_SetFromErrno(OSError)
         else:
             self.backend = BACKEND_POLL
-        if CYS_HAVE_EVENTFD:
-            self.wake_rfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
-            if self.wake_rfd < 0:
-                PyErr_SetFromErrno(OSError)
-            self.wake_wfd = self.wake_rfd
-        else:
-            if pipe(fds) < 0:
-                PyErr_SetFromErrno(OSError)
-            self.wake_rfd = fds[0]
-            self.wake_wfd = fds[1]
-            for fd in (self.wake_rfd, self.wake_wfd):
-                os.set_blocking(fd, False)
-                os.set_inheritable(fd, False)
+        if wakeup_open(&self.wakeup) < 0:
+            PyErr_SetFromErrno(OSError)
         if self.backend == BACKEND_EPOLL:
             ev.events = EPOLLIN
             ev.data.u64 = 0
-            ev.data.fd = self.wake_rfd
-            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.wake_rfd, &ev) < 0:
+            ev.data.fd = self.wakeup.rfd
+            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.wakeup.rfd, &ev) < 0:
                 PyErr_SetFromErrno(OSError)
         self.root = _root(getcurrent())
         self.glet = greenlet(self._run, self.root)
@@ -183,11 +172,7 @@ cdef class Hub:
         if self.epfd >= 0:
             close(self.epfd)
             self.epfd = -1
-        if self.wake_wfd >= 0 and self.wake_wfd != self.wake_rfd:
-            close(self.wake_wfd)
-        if self.wake_rfd >= 0:
-            close(self.wake_rfd)
-        self.wake_rfd = self.wake_wfd = -1
+        wakeup_close(&self.wakeup)
 
     def close(self):
         self._close_fds()
@@ -206,11 +191,8 @@ cdef class Hub:
         self.call_threadsafe(self.wake, glet)
 
     def call_threadsafe(self, fn, *args):
-        cdef uint64_t one = 1
         self.calls.append((fn, args))
-        if self.wake_wfd >= 0:
-            # EAGAIN: a wake-up is pending already.
-            write(self.wake_wfd, &one, sizeof(one) if self.wake_wfd == self.wake_rfd else 1)
+        wakeup_signal(&self.wakeup)
 
     def spawn(self, fn, *args):
         glet = greenlet(_partial(fn, *args) if args else fn, self.glet)
@@ -439,12 +421,6 @@ cdef class Hub:
             self._poll(_timeout_ms(timeout))
         return 0
 
-    cdef int _drain_wake(self) noexcept:
-        cdef uint64_t drained
-        while read(self.wake_rfd, &drained, sizeof(drained)) > 0:
-            pass
-        return 0
-
     cdef int _fire(self, int fd, bint readable, bint writable) except -1:
         cdef _Fd ent = self.fds.get(fd)
         cdef uint32_t unwanted = 0
@@ -496,8 +472,8 @@ cdef class Hub:
         for i in range(n):
             fd = events[i].data.fd
             ev = events[i].events
-            if fd == self.wake_rfd:
-                self._drain_wake()
+            if fd == self.wakeup.rfd:
+                wakeup_drain(&self.wakeup)
                 continue
             self._fire(fd, (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0,
                        (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0)
@@ -509,7 +485,7 @@ cdef class Hub:
         cdef int n, err = 0
         cdef _Fd ent
         cdef short rev
-        if self.wake_rfd < 0:
+        if self.wakeup.rfd < 0:
             raise ValueError("the hub is closed")
         if len(self.fds) + 1 > self.npollfds:
             p = <pollfd *>PyMem_Realloc(self.pollfds, (len(self.fds) + 1) * sizeof(pollfd))
@@ -517,7 +493,7 @@ cdef class Hub:
                 raise MemoryError()
             self.pollfds = p
             self.npollfds = len(self.fds) + 1
-        self.pollfds[0].fd = self.wake_rfd
+        self.pollfds[0].fd = self.wakeup.rfd
         self.pollfds[0].events = POLLIN
         self.pollfds[0].revents = 0
         for fd, obj in self.fds.items():
@@ -541,7 +517,7 @@ cdef class Hub:
         if n == 0:
             return 0
         if self.pollfds[0].revents:
-            self._drain_wake()
+            wakeup_drain(&self.wakeup)
         for i in range(1, count):
             rev = self.pollfds[i].revents
             if rev:

@@ -1,4 +1,5 @@
 # The poller: waits, with the GIL released, for the listening descriptor and a wake-up.
+from cysocketserver.includes.wakeup cimport Wakeup
 
 cdef enum:
     LISTENER_READY = 1
@@ -7,8 +8,7 @@ cdef enum:
 cdef class Poller:
     cdef int backend          # EPOLL or POLL
     cdef int epfd             # the epoll instance, or -1
-    cdef int wake_rfd         # read end of the wake-up (the eventfd itself on Linux)
-    cdef int wake_wfd         # write end of the wake-up
+    cdef Wakeup wakeup        # another thread's shutdown() writes here
     cdef int listen_fd        # the watched listener, or -1
     cdef bint watching        # whether the listener is in the interest set
 

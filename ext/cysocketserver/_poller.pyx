@@ -11,22 +11,13 @@ from libc.stdint cimport uint64_t
 from libc.math cimport ceil
 
 from cysocketserver.includes.syscalls cimport *
+from cysocketserver.includes.wakeup cimport (
+    wakeup_close, wakeup_drain, wakeup_open, wakeup_signal,
+)
 
 cdef enum:
     EPOLL = 1
     POLL = 2
-
-
-cdef int _set_flags(int fd, bint cloexec) except -1:
-    """Make a descriptor non-blocking (and close-on-exec where asked)."""
-    cdef int flags = fcntl(fd, F_GETFL)
-    if flags < 0 or fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0:
-        PyErr_SetFromErrno(OSError)
-        return -1
-    if cloexec and fcntl(fd, F_SETFD, FD_CLOEXEC) < 0:
-        PyErr_SetFromErrno(OSError)
-        return -1
-    return 0
 
 
 cdef inline int _timeout_ms(double timeout) noexcept:
@@ -50,11 +41,9 @@ cdef class Poller:
 
     def __cinit__(self):
         self.epfd = -1
-        self.wake_rfd = -1
-        self.wake_wfd = -1
+        self.wakeup.rfd = self.wakeup.wfd = -1
         self.listen_fd = -1
         self.watching = False
-        cdef int fds[2]
         cdef epoll_event ev
         if CYS_HAVE_EPOLL:
             self.backend = EPOLL
@@ -63,26 +52,12 @@ cdef class Poller:
                 self._fail()
         else:
             self.backend = POLL
-        if CYS_HAVE_EVENTFD:
-            self.wake_rfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
-            if self.wake_rfd < 0:
-                self._fail()
-            self.wake_wfd = self.wake_rfd
-        else:
-            if pipe(fds) < 0:
-                self._fail()
-            self.wake_rfd = fds[0]
-            self.wake_wfd = fds[1]
-            try:
-                _set_flags(self.wake_rfd, True)
-                _set_flags(self.wake_wfd, True)
-            except BaseException:
-                self.close_fds()
-                raise
+        if wakeup_open(&self.wakeup) < 0:
+            self._fail()
         if self.backend == EPOLL:
             ev.events = EPOLLIN
             ev.data.u64 = WOKEN
-            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.wake_rfd, &ev) < 0:
+            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.wakeup.rfd, &ev) < 0:
                 self._fail()
 
     def __dealloc__(self):
@@ -124,8 +99,7 @@ cdef class Poller:
         cdef pollfd fds[2]
         cdef int n, i, flags = 0, ms
         cdef nfds_t nfds
-        cdef uint64_t drained
-        if self.wake_rfd < 0:
+        if self.wakeup.rfd < 0:
             raise ValueError("the poller is closed")
         ms = _timeout_ms(timeout)
         while True:
@@ -135,7 +109,7 @@ cdef class Poller:
                 for i in range(n):
                     flags |= <int>events[i].data.u64
             else:
-                fds[0].fd = self.wake_rfd
+                fds[0].fd = self.wakeup.rfd
                 fds[0].events = POLLIN
                 fds[0].revents = 0
                 nfds = 1
@@ -162,26 +136,18 @@ cdef class Poller:
             break
         if flags & WOKEN:
             with nogil:
-                while read(self.wake_rfd, &drained, sizeof(drained)) > 0:
-                    pass
+                wakeup_drain(&self.wakeup)
         return flags
 
     cdef int wake(self) noexcept nogil:
-        cdef uint64_t one = 1
-        if self.wake_wfd >= 0:
-            # EAGAIN means a wake-up is pending already; nothing else can usefully be done.
-            write(self.wake_wfd, &one, sizeof(one) if self.wake_wfd == self.wake_rfd else 1)
+        wakeup_signal(&self.wakeup)
         return 0
 
     cdef int close_fds(self) noexcept:
         if self.epfd >= 0:
             close(self.epfd)
             self.epfd = -1
-        if self.wake_wfd >= 0 and self.wake_wfd != self.wake_rfd:
-            close(self.wake_wfd)
-        if self.wake_rfd >= 0:
-            close(self.wake_rfd)
-        self.wake_rfd = self.wake_wfd = -1
+        wakeup_close(&self.wakeup)
         self.listen_fd = -1
         self.watching = False
         return 0
