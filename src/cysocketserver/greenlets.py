@@ -10,6 +10,7 @@ Also here: ``connect()`` (a cooperative client socket), ``sleep()``, ``to_thread
 blocking function in a worker thread and wait for it without holding the hub), and
 ``GreenSocket``, the cooperative ``socket.socket``.
 """
+import contextlib
 import errno
 import os
 import socket
@@ -363,6 +364,24 @@ class _State:
         self.pause = PAUSE_FIRST
 
 
+@contextlib.contextmanager
+def _listening(hub, fd):
+    """The listener non-blocking while the hub waits on it; its blocking mode restored after."""
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    hub.forget_fd(fd)
+    was_blocking = os.get_blocking(fd)
+    if was_blocking:
+        os.set_blocking(fd, False)
+    try:
+        yield fd
+    finally:
+        hub.forget_fd(fd)
+        if was_blocking:
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, True)
+
+
 class GreenletMixIn:
     """Handle each request in a new greenlet on the hub of the thread running serve_forever().
 
@@ -393,40 +412,25 @@ class GreenletMixIn:
         st.hub = hub
         st.serving = getcurrent()
         hub.block_warning = _block_warning(self)
-        fd = -1
-        restore = False
         finished = False
         try:
-            fd = self.fileno()
-            if fd < 0:
-                raise ValueError(f"Invalid file descriptor: {fd}")
-            hub.forget_fd(fd)
-            if os.get_blocking(fd):
-                os.set_blocking(fd, False)
-                restore = True
-            while not st.stop:
-                deadline = -1.0 if poll_interval is None else monotonic() + poll_interval
-                ready = False
-                if st.resume_at and monotonic() < st.resume_at:
-                    left = st.resume_at - monotonic()
-                    hub.sleep(left if poll_interval is None else min(left, poll_interval))
-                else:
-                    st.resume_at = 0.0
-                    ready = not hub.wait_fd(fd, POLLIN, deadline)
-                if st.stop:
-                    break
-                if ready:
-                    self._greenlet_take_requests(st, BATCH)
-                self.service_actions()
+            with _listening(hub, self.fileno()) as fd:
+                while not st.stop:
+                    deadline = -1.0 if poll_interval is None else monotonic() + poll_interval
+                    ready = False
+                    if st.resume_at and monotonic() < st.resume_at:
+                        left = st.resume_at - monotonic()
+                        hub.sleep(left if poll_interval is None else min(left, poll_interval))
+                    else:
+                        st.resume_at = 0.0
+                        ready = not hub.wait_fd(fd, POLLIN, deadline)
+                    if st.stop:
+                        break
+                    if ready:
+                        self._greenlet_take_requests(st, BATCH)
+                    self.service_actions()
             finished = True
         finally:
-            if fd >= 0:
-                hub.forget_fd(fd)
-                if restore:
-                    try:
-                        os.set_blocking(fd, True)
-                    except OSError:
-                        pass
             st.stop = False
             st.serving = None
             st.draining = finished and self.block_on_close and bool(st.handlers)
@@ -489,15 +493,8 @@ class GreenletMixIn:
         elif self.timeout is not None:
             timeout = min(timeout, self.timeout)
         deadline = -1.0 if timeout is None else monotonic() + timeout
-        fd = self.fileno()
-        if fd < 0:
-            raise ValueError(f"Invalid file descriptor: {fd}")
-        hub.forget_fd(fd)
-        restore = os.get_blocking(fd)
-        if restore:
-            os.set_blocking(fd, False)
         taken = 0
-        try:
+        with _listening(hub, self.fileno()) as fd:
             while True:
                 if not hub.wait_fd(fd, POLLIN, deadline):
                     taken = self._greenlet_take_requests(st, 1)
@@ -505,13 +502,6 @@ class GreenletMixIn:
                         break
                 if deadline >= 0 and monotonic() >= deadline:
                     break
-        finally:
-            hub.forget_fd(fd)
-            if restore:
-                try:
-                    os.set_blocking(fd, True)
-                except OSError:
-                    pass
         if not taken:
             return self.handle_timeout()
         self._greenlet_drain(st, hub)
