@@ -312,6 +312,13 @@ cdef inline Py_ssize_t _readahead(SocketReader r) noexcept:
     return r._read_end - r._pos if r._read_end != -1 else 0
 
 
+cdef inline object _take_buffered(SocketReader r, Py_ssize_t n):
+    """The next n buffered bytes (n no more than are buffered), consumed."""
+    res = PyBytes_FromStringAndSize(r._buf + r._pos, n)
+    r._pos += n
+    return res
+
+
 cdef inline bint _is_closed(SocketReader r) except -1:
     # `closed`: we were closed, or someone closed our raw stream directly.
     return r._buf == NULL or (r._raw is not None and r._raw.closed)
@@ -509,9 +516,7 @@ cdef class SocketReader(_SocketStream):
         if n != -1:
             have = _readahead(self)
             if n <= have:
-                res = PyBytes_FromStringAndSize(self._buf + self._pos, n)
-                self._pos += n
-                return res
+                return _take_buffered(self, n)
         self._enter("read of closed file")
         try:
             if n == -1:
@@ -525,9 +530,7 @@ cdef class SocketReader(_SocketStream):
         cdef _Bytes out
         cdef char *p
         if n <= have:
-            res = PyBytes_FromStringAndSize(self._buf + self._pos, n)
-            self._pos += n
-            return res
+            return _take_buffered(self, n)
         _bytes_init(&out)
         try:
             _bytes_reserve(&out, n)
@@ -614,11 +617,7 @@ cdef class SocketReader(_SocketStream):
             return b""
         have = _readahead(self)
         if have > 0:
-            if n > have:
-                n = have
-            res = PyBytes_FromStringAndSize(self._buf + self._pos, n)
-            self._pos += n
-            return res
+            return _take_buffered(self, min(n, have))
         self._enter("read of closed file")
         try:
             return self._read1_locked(n)
@@ -630,11 +629,7 @@ cdef class SocketReader(_SocketStream):
         cdef Py_ssize_t have = _readahead(self), r
         cdef _Bytes out
         if have > 0:
-            if n > have:
-                n = have
-            res = PyBytes_FromStringAndSize(self._buf + self._pos, n)
-            self._pos += n
-            return res
+            return _take_buffered(self, min(n, have))
         self._read_end = -1
         if n <= self._size:
             # Received into our buffer, which stays marked empty.
