@@ -518,6 +518,28 @@ cdef void connected(Run *r, int i, uint64_t now) noexcept nogil:
         tcp_send(r, i, now)
 
 
+cdef enum:
+    # After a recv() that returned n <= 0 (see recv_trouble):
+    RECV_RETRY = 1        # interrupted by a signal: call it again
+    RECV_WAIT = 0         # nothing there yet: wait for the poller
+    RECV_FAILED = -1      # end of file or an error: the slot has been failed
+
+
+cdef int recv_trouble(Run *r, int i, ssize_t n) noexcept nogil:
+    """What to do after recv() on slot i returned n <= 0 (0: end of file)."""
+    cdef int err
+    if n == 0:
+        fail(r, i, E_EOF, mono_ns())
+        return RECV_FAILED
+    err = errno
+    if err == EINTR:
+        return RECV_RETRY
+    if would_block(err):
+        return RECV_WAIT
+    fail(r, i, classify(err, False), mono_ns())
+    return RECV_FAILED
+
+
 # request/response over TCP (pingpong, connect)
 
 cdef void tcp_send(Run *r, int i, uint64_t now) noexcept nogil:
@@ -544,8 +566,6 @@ cdef void tcp_send(Run *r, int i, uint64_t now) noexcept nogil:
 cdef void tcp_recv(Run *r, int i) noexcept nogil:
     cdef Conn *c = &r.conns[i]
     cdef ssize_t n
-    cdef int err
-    cdef uint64_t now
     while True:
         n = recv(c.fd, r.rx, r.size - c.recvd, 0)
         if n > 0:
@@ -557,16 +577,8 @@ cdef void tcp_recv(Run *r, int i) noexcept nogil:
                 tcp_done(r, i)
                 return
             continue
-        if n == 0:
-            fail(r, i, E_EOF, mono_ns())
+        if recv_trouble(r, i, n) != RECV_RETRY:
             return
-        err = errno
-        if err == EINTR:
-            continue
-        if would_block(err):
-            return
-        fail(r, i, classify(err, False), mono_ns())
-        return
 
 
 cdef void tcp_done(Run *r, int i) noexcept nogil:
@@ -649,7 +661,7 @@ cdef bint ring_matches(Run *r, const char *data, uint64_t at, uint64_t n) noexce
 cdef void stream_read(Run *r, int i) noexcept nogil:
     cdef Conn *c = &r.conns[i]
     cdef ssize_t n
-    cdef int err
+    cdef int trouble
     cdef uint64_t now = 0, k, end
     while True:
         n = recv(c.fd, r.rx, r.rxcap, 0)
@@ -668,16 +680,11 @@ cdef void stream_read(Run *r, int i) noexcept nogil:
                 r.rx_bytes += <uint64_t>n
             c.recvd += <uint64_t>n
             continue
-        if n == 0:
-            fail(r, i, E_EOF, mono_ns())
-            return
-        err = errno
-        if err == EINTR:
-            continue
-        if would_block(err):
+        trouble = recv_trouble(r, i, n)
+        if trouble == RECV_WAIT:
             break
-        fail(r, i, classify(err, False), mono_ns())
-        return
+        if trouble == RECV_FAILED:
+            return
     if r.draining:
         if c.recvd == c.sent:
             finish_slot(r, i, CLOSE_FIN)
@@ -710,18 +717,13 @@ cdef void udp_send(Run *r, int i, uint64_t now) noexcept nogil:
 cdef void udp_recv(Run *r, int i) noexcept nogil:
     cdef Conn *c = &r.conns[i]
     cdef ssize_t n
-    cdef int err
     cdef uint64_t now
     while c.fd >= 0:
         n = recv(c.fd, r.rx, r.rxcap, 0)
-        if n < 0:
-            err = errno
-            if err == EINTR:
-                continue
-            if would_block(err):
+        if n < 0:  # (an empty datagram is n == 0: a reply like any other)
+            if recv_trouble(r, i, n) != RECV_RETRY:
                 return
-            fail(r, i, classify(err, False), mono_ns())
-            return
+            continue
         if c.state == ST_RECV and <uint64_t>n == r.size and memcmp(r.rx, c.tx, r.size) == 0:
             now = mono_ns()
             if r.measuring and not r.draining:
