@@ -129,6 +129,17 @@ cdef object _root(object glet):
     return glet
 
 
+cdef int _wait_failed(int err) except -1:
+    """epoll_wait()/poll() failed with err: a signal runs its handlers (a spurious wake-up,
+    0), anything else raises OSError."""
+    if err == EINTR:
+        PyErr_CheckSignals()
+        return 0
+    libc.errno.errno = err
+    PyErr_SetFromErrno(OSError)
+    return -1
+
+
 @cython.final
 cdef class Hub:
 
@@ -464,11 +475,7 @@ cdef class Hub:
             if n < 0:
                 err = errno
         if n < 0:
-            if err == EINTR:
-                PyErr_CheckSignals()
-                return 0
-            libc.errno.errno = err
-            PyErr_SetFromErrno(OSError)
+            return _wait_failed(err)
         for i in range(n):
             fd = events[i].data.fd
             ev = events[i].events
@@ -509,11 +516,7 @@ cdef class Hub:
             if n < 0:
                 err = errno
         if n < 0:
-            if err == EINTR:
-                PyErr_CheckSignals()
-                return 0
-            libc.errno.errno = err
-            PyErr_SetFromErrno(OSError)
+            return _wait_failed(err)
         if n == 0:
             return 0
         if self.pollfds[0].revents:
