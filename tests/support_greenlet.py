@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 
+from support_net import rss_bytes  # this file runs from tests/, next to it
+
 HOST = "127.0.0.1"
 TIMEOUT = 20.0
 
@@ -31,14 +33,6 @@ def raise_nofile():
         except (ValueError, OSError):
             return soft
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def rss_bytes():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def scale_server():
