@@ -14,8 +14,11 @@ import pytest
 # bound their own waits far below this.
 WATCHDOG_SECONDS = float(os.environ.get("CYSOCKETSERVER_TEST_WATCHDOG", "900"))
 
-IMPLEMENTATIONS = ["stdlib", "cysocketserver"]
-IMPLEMENTATION_IDS = ["stdlib", "cy"]
+# The stdlib, and cysocketserver on each of its engines, in one run.
+IMPLEMENTATIONS = ["stdlib", "compiled", "python"]
+IMPLEMENTATION_IDS = ["stdlib", "cy", "cy-pure"]
+ENGINES = ["compiled", "python"]
+ENGINE_IDS = ["compiled", "pure"]
 
 
 def _stdlib_socketserver():
@@ -41,10 +44,27 @@ def load_implementation(name):
     return _stdlib_socketserver() if name == "stdlib" else _cysocketserver()
 
 
+def _on_engine(name):
+    """cysocketserver, building its loops, streams and hubs on engine ``name`` meanwhile."""
+    mod = _cysocketserver()
+    from cysocketserver import _engine, greenlets
+
+    if not _engine.available(name):
+        pytest.skip(f"the {name} engine is not built in this install")
+    with _engine.use(name):
+        yield mod
+    # A hub made on this engine for the test's own thread is not reused by the next test.
+    greenlets._tls.__dict__.pop("hub", None)
+    greenlets._tls.__dict__.pop("owner", None)
+
+
 @pytest.fixture(params=IMPLEMENTATIONS, ids=IMPLEMENTATION_IDS)
 def ss(request):
-    """The module under test: ``socketserver`` (stdlib) or ``cysocketserver``."""
-    return load_implementation(request.param)
+    """The module under test: ``socketserver`` (stdlib), or ``cysocketserver`` on one engine."""
+    if request.param == "stdlib":
+        yield _stdlib_socketserver()
+    else:
+        yield from _on_engine(request.param)
 
 
 @pytest.fixture
@@ -52,9 +72,18 @@ def stdlib_ss():
     return _stdlib_socketserver()
 
 
+@pytest.fixture(params=ENGINES, ids=ENGINE_IDS)
+def cy_ss(request):
+    """cysocketserver on each engine."""
+    yield from _on_engine(request.param)
+
+
 @pytest.fixture
-def cy_ss():
-    return _cysocketserver()
+def engine(cy_ss):
+    """The name of the engine cysocketserver runs on in this test."""
+    from cysocketserver import _engine
+
+    return _engine.current().name
 
 
 @pytest.fixture

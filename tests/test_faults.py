@@ -325,14 +325,22 @@ def is_extension_module(module):
     return any(path.endswith(suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES)
 
 
-def test_implementation_flag(cy_ss):
+def test_implementation_flag():
+    import cysocketserver
+
     expected = "python" if extensions_disabled() else "compiled"
-    assert cy_ss.IMPLEMENTATION == expected
+    assert cysocketserver.IMPLEMENTATION == expected
 
 
-def test_stream_files_come_from_compiled_extension(cy_ss):
-    if extensions_disabled():
-        pytest.skip("CYSOCKETSERVER_NO_EXTENSIONS is set")
+ENGINE_MODULES = {
+    "compiled": ("cysocketserver._loop", "cysocketserver._streams"),
+    "python": ("cysocketserver._pure_loop", "cysocketserver._pure_streams"),
+}
+
+
+def test_each_engine_serves_with_its_own_modules(cy_ss, engine):
+    """The engine under test is really the one serving: its loop and its stream classes."""
+    loop_module, streams_module = ENGINE_MODULES[engine]
     seen = {}
 
     class H(cy_ss.StreamRequestHandler):
@@ -343,24 +351,16 @@ def test_stream_files_come_from_compiled_extension(cy_ss):
 
     with cy_ss.TCPServer((HOST, 0), H) as server:
         server.timeout = TIMEOUT
+        assert type(server._loop).__module__ == loop_module
         with connect(server.server_address) as c:
             c.sendall(b"x\n")
             server.handle_request()
             assert recv_until_eof(c) == b"x\n"
-    streams = sys.modules.get("cysocketserver._streams")
-    assert streams is not None, "cysocketserver._streams was never imported"
-    assert is_extension_module(streams), f"_streams is not compiled: {streams.__file__}"
-    for name in ("rfile", "wfile"):
-        assert seen[name].__module__ == "cysocketserver._streams", (name, seen[name])
-
-
-def test_serve_loop_is_compiled(cy_ss):
-    if extensions_disabled():
-        pytest.skip("CYSOCKETSERVER_NO_EXTENSIONS is set")
-    import cysocketserver._engine as engine
-
-    assert engine.ServeLoop.__module__ == "cysocketserver._loop"
-    assert is_extension_module(sys.modules["cysocketserver._loop"])
+    assert sys.modules[streams_module].SocketWriter is seen["wfile"]
+    if engine == "compiled":
+        for name in (loop_module, streams_module):
+            assert is_extension_module(sys.modules[name]), sys.modules[name].__file__
+        assert seen["rfile"].__module__ == streams_module
 
 
 def test_pure_python_engine_when_requested():

@@ -46,23 +46,12 @@ def _drop_thread_hub():
     greenlets._tls.__dict__.pop("owner", None)  # closes the hub's descriptors
 
 
-@pytest.fixture(params=["compiled", "python"])
-def gl(request, monkeypatch):
+@pytest.fixture
+def gl(cy_ss):
     """cysocketserver, with the greenlet servers running on the engine under test."""
-    if request.param == "compiled":
-        if cysocketserver.IMPLEMENTATION != "compiled":
-            pytest.skip("the compiled engine is not in use")
-        from cysocketserver._hub import Hub
-        from cysocketserver._streams import SocketReader, SocketWriter
-    else:
-        from cysocketserver._pure_hub import Hub
-        from cysocketserver._pure_streams import SocketReader, SocketWriter
-    monkeypatch.setattr(greenlets, "Hub", Hub)
-    monkeypatch.setattr(handlers, "SocketReader", SocketReader)
-    monkeypatch.setattr(handlers, "SocketWriter", SocketWriter)
     _drop_thread_hub()
     try:
-        yield cysocketserver
+        yield cy_ss
     finally:
         _drop_thread_hub()
 

@@ -8,10 +8,10 @@ import os
 import sys
 import warnings
 
-from ._engine import IMPLEMENTATION, SocketWriter as _SocketWriter
+from ._engine import IMPLEMENTATION
 from ._version import __version__
 from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
-from .mixins import ThreadingMixIn
+from .mixins import ThreadingMixIn, ThreadPoolMixIn
 from .servers import BaseServer, TCPServer, UDPServer
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "ThreadingUDPServer", "ThreadingTCPServer",
     "BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler",
     "ThreadingMixIn",
+    "ThreadPoolMixIn", "ThreadPoolTCPServer", "ThreadPoolUDPServer",
 ]
 
 
@@ -28,6 +29,14 @@ class ThreadingUDPServer(ThreadingMixIn, UDPServer):
 
 class ThreadingTCPServer(ThreadingMixIn, TCPServer):
     pass
+
+
+class ThreadPoolUDPServer(ThreadPoolMixIn, UDPServer):
+    """UDPServer whose requests run on a bounded pool of reusable threads."""
+
+
+class ThreadPoolTCPServer(ThreadPoolMixIn, TCPServer):
+    """TCPServer whose connections run on a bounded pool of reusable threads."""
 
 
 if hasattr(os, "fork"):
@@ -50,8 +59,15 @@ if hasattr(__import__("socket"), "AF_UNIX"):
     class ThreadingUnixDatagramServer(ThreadingMixIn, UnixDatagramServer):
         pass
 
+    class ThreadPoolUnixStreamServer(ThreadPoolMixIn, UnixStreamServer):
+        """UnixStreamServer whose connections run on a bounded pool of reusable threads."""
+
+    class ThreadPoolUnixDatagramServer(ThreadPoolMixIn, UnixDatagramServer):
+        """UnixDatagramServer whose requests run on a bounded pool of reusable threads."""
+
     __all__ += ["UnixStreamServer", "UnixDatagramServer",
-                "ThreadingUnixStreamServer", "ThreadingUnixDatagramServer"]
+                "ThreadingUnixStreamServer", "ThreadingUnixDatagramServer",
+                "ThreadPoolUnixStreamServer", "ThreadPoolUnixDatagramServer"]
 
     if hasattr(os, "fork"):
 

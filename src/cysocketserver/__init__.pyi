@@ -16,7 +16,7 @@ from .handlers import (
     DatagramRequestHandler as DatagramRequestHandler,
     StreamRequestHandler as StreamRequestHandler,
 )
-from .mixins import ThreadingMixIn as ThreadingMixIn
+from .mixins import ThreadingMixIn as ThreadingMixIn, ThreadPoolMixIn as ThreadPoolMixIn
 from .servers import BaseServer as BaseServer, TCPServer as TCPServer, UDPServer as UDPServer
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "ThreadingUDPServer", "ThreadingTCPServer",
     "BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler",
     "ThreadingMixIn",
+    "ThreadPoolMixIn", "ThreadPoolTCPServer", "ThreadPoolUDPServer",
     "GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "connect", "sleep", "to_thread",
 ]
 
@@ -33,6 +34,8 @@ IMPLEMENTATION: Literal["compiled", "python"]
 
 class ThreadingUDPServer(ThreadingMixIn, UDPServer): ...
 class ThreadingTCPServer(ThreadingMixIn, TCPServer): ...
+class ThreadPoolUDPServer(ThreadPoolMixIn, UDPServer): ...
+class ThreadPoolTCPServer(ThreadPoolMixIn, TCPServer): ...
 
 if sys.platform != "win32":
     from .greenlets import (
@@ -46,6 +49,7 @@ if sys.platform != "win32":
         "ForkingUDPServer", "ForkingTCPServer", "ForkingMixIn",
         "UnixStreamServer", "UnixDatagramServer",
         "ThreadingUnixStreamServer", "ThreadingUnixDatagramServer",
+        "ThreadPoolUnixStreamServer", "ThreadPoolUnixDatagramServer",
         "ForkingUnixStreamServer", "ForkingUnixDatagramServer",
         "GreenletUnixStreamServer", "GreenletUnixDatagramServer",
     ]
@@ -54,6 +58,8 @@ if sys.platform != "win32":
     class ForkingTCPServer(ForkingMixIn, TCPServer): ...
     class ThreadingUnixStreamServer(ThreadingMixIn, UnixStreamServer): ...
     class ThreadingUnixDatagramServer(ThreadingMixIn, UnixDatagramServer): ...
+    class ThreadPoolUnixStreamServer(ThreadPoolMixIn, UnixStreamServer): ...
+    class ThreadPoolUnixDatagramServer(ThreadPoolMixIn, UnixDatagramServer): ...
     class ForkingUnixStreamServer(ForkingMixIn, UnixStreamServer): ...
     class ForkingUnixDatagramServer(ForkingMixIn, UnixDatagramServer): ...
 

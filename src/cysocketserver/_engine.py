@@ -1,46 +1,77 @@
 """Picks the engine behind the public classes: the compiled modules, or their pure-Python twins.
 
-The seam between the public classes and the engine is exactly these names:
+The seam is ``core.seam.Engine``: ``ServeLoop``, ``SocketReader``, ``SocketWriter`` and ``Hub``,
+nothing else.  The public classes look the engine up when they build a loop, a stream or a hub
+(``current()``), so one process can run both: the tests do, through ``use()``.
 
-``ServeLoop()``
-    One per server.  ``serve_forever(server, poll_interval)``, ``handle_request(server)``,
-    ``shutdown()`` (ask the running loop to stop and wait until it has), ``close()``.
-    The loop calls the server's documented hooks; it never reaches into private state.
-``SocketReader(sock, buffer_size)``
-    What ``sock.makefile('rb', buffer_size)`` returns, byte for byte and error for error.
-``SocketWriter(sock)``
-    The unbuffered ``wfile`` of StreamRequestHandler: ``write()`` sends every byte.
-``Hub()``
-    The greenlet servers' event loop, one per thread (see ``_pure_hub`` for its interface).
-
-Set ``CYSOCKETSERVER_NO_EXTENSIONS=1`` to force the pure-Python engine.
+Set ``CYSOCKETSERVER_NO_EXTENSIONS=1`` to make the pure-Python engine the default.
 """
+import contextlib
 import os
+import types
 
-__all__ = ["IMPLEMENTATION", "Hub", "ServeLoop", "SocketReader", "SocketWriter"]
-
-
-def _want_extensions():
-    return not os.environ.get("CYSOCKETSERVER_NO_EXTENSIONS")
+__all__ = ["IMPLEMENTATION", "available", "current", "load", "use"]
 
 
-if _want_extensions():
-    try:
-        from ._hub import Hub
-        from ._loop import ServeLoop
-        from ._streams import SocketReader, SocketWriter
-    except ImportError:
-        # No compiler where this was installed (or PyPy): the same seam in Python.
-        from ._pure_hub import Hub
-        from ._pure_loop import ServeLoop
-        from ._pure_streams import SocketReader, SocketWriter
+def _compiled():
+    from ._hub import Hub
+    from ._loop import ServeLoop
+    from ._streams import SocketReader, SocketWriter
 
-        IMPLEMENTATION = "python"
-    else:
-        IMPLEMENTATION = "compiled"
-else:
+    return types.SimpleNamespace(name="compiled", ServeLoop=ServeLoop, SocketReader=SocketReader,
+                                 SocketWriter=SocketWriter, Hub=Hub)
+
+
+def _pure():
     from ._pure_hub import Hub
     from ._pure_loop import ServeLoop
     from ._pure_streams import SocketReader, SocketWriter
 
-    IMPLEMENTATION = "python"
+    return types.SimpleNamespace(name="python", ServeLoop=ServeLoop, SocketReader=SocketReader,
+                                 SocketWriter=SocketWriter, Hub=Hub)
+
+
+_LOADERS = {"compiled": _compiled, "python": _pure}
+_loaded = {}
+
+
+def load(name):
+    """Engine ``name`` ("compiled" or "python"); ImportError where it cannot be imported."""
+    try:
+        return _loaded[name]
+    except KeyError:
+        engine = _loaded[name] = _LOADERS[name]()
+        return engine
+
+
+def available(name):
+    try:
+        load(name)
+    except ImportError:
+        return False
+    return True
+
+
+# CYSOCKETSERVER_NO_EXTENSIONS=1: the compiled modules are not even imported.
+if not os.environ.get("CYSOCKETSERVER_NO_EXTENSIONS") and available("compiled"):
+    _current = load("compiled")
+else:
+    # No compiler where this was installed (or PyPy): the same seam in Python.
+    _current = load("python")
+IMPLEMENTATION = _current.name
+
+
+def current():
+    """The engine that new loops, streams and hubs are built on."""
+    return _current
+
+
+@contextlib.contextmanager
+def use(name):
+    """Build on engine ``name`` ("compiled" or "python") inside the block (for tests)."""
+    global _current
+    previous, _current = _current, load(name)
+    try:
+        yield _current
+    finally:
+        _current = previous

@@ -1,8 +1,9 @@
-"""The serve loop in pure Python: the same seam as the compiled ``_loop``, for where no compiler is.
+"""The serve loop in pure Python: the same seam as the compiled ``_loop`` (``core.seam.ServeLoop``).
 
-The loop waits on the listening descriptor and a wake-up pipe, so that shutdown() returns at
-once whatever poll_interval is, and it stops watching the listener for a while when accept()
-fails for want of descriptors instead of spinning on it.
+Mechanism only: it waits on the listener and a wake-up, takes batches of requests off the
+listener and hands each to ``plan.admit``; what to call and how often is in the plan
+(``core.policy``).  The listener is left alone while the concurrency model can take nothing
+(``pause_accepting``) and for the back-off pause after accept() ran out of descriptors.
 """
 import errno
 import os
@@ -10,43 +11,19 @@ import selectors
 import threading
 from time import monotonic
 
-__all__ = ["ServeLoop", "dispatch"]
+from .core.policy import INTAKE_ACCEPT, INTAKE_RECVFROM, RESOURCE_ERRNOS
 
-# accept()/recvfrom() failures that mean "out of resources": retrying at once cannot help.
-RESOURCE_ERRNOS = frozenset(
-    code for code in (getattr(errno, name, None) for name in ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"))
-    if code is not None
-)
-# How long to leave the listener alone after running out, doubling up to the maximum.
-PAUSE_FIRST = 0.01
-PAUSE_MAX = 0.5
+__all__ = ["ServeLoop", "Poller"]
 
 LISTENER_READY = 1
 WOKEN = 2
+# accept() failures that concern one client only: the next one may be waiting.
+_CLIENT_GAVE_UP = frozenset(code for code in (errno.ECONNABORTED, getattr(errno, "EPROTO", None))
+                            if code is not None)
 
 
-def dispatch(server, request, client_address):
-    """Hand one request to the server's hooks in the stdlib's order and with its error handling.
-
-    verify_request's own exceptions propagate; process_request's go to handle_error, except
-    those that are not an Exception (KeyboardInterrupt, SystemExit), which propagate once the
-    request is shut down.
-    """
-    if not server.verify_request(request, client_address):
-        server.shutdown_request(request)
-        return
-    try:
-        server.process_request(request, client_address)
-    except Exception:
-        server.handle_error(request, client_address)
-        server.shutdown_request(request)
-    except BaseException:
-        server.shutdown_request(request)
-        raise
-
-
-class _Poller:
-    """Waits for the listener (while it is not paused) and for a wake-up."""
+class Poller:
+    """Waits for the listener (while it is watched) and for a wake-up from any thread."""
 
     def __init__(self):
         self._selector = selectors.DefaultSelector()
@@ -92,7 +69,7 @@ class _Poller:
     def wake(self):
         try:
             os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
+        except OSError:
             # Full pipe: a wake-up is pending already. Closed: nobody to wake.
             pass
 
@@ -107,41 +84,45 @@ class _Poller:
 
 
 class ServeLoop:
-    """Runs a server's serve_forever()/handle_request() through its documented hooks."""
-
-    def __init__(self):
-        self._shutdown_requested = False
+    def __init__(self, waiter=None):
+        self._waiter = waiter
+        self._stop = False
         self._is_shut_down = threading.Event()
-        self._poller = None
         self._lock = threading.Lock()
+        self._gated = False
         self._resume_at = 0.0
-        self._pause = PAUSE_FIRST
+        self._backing_off = False
 
-    def _attach(self, server):
-        with self._lock:
-            if self._poller is None:
-                self._poller = _Poller()
-            poller = self._poller
-        fd = server.fileno()
-        if fd < 0:
-            raise ValueError(f"Invalid file descriptor: {fd}")
-        poller.set_listener(fd)
-        return poller
+    # -- the seam ---------------------------------------------------------------------------
 
-    def serve_forever(self, server, poll_interval):
+    def serve_forever(self, plan, poll_interval):
         self._is_shut_down.clear()
         try:
-            poller = self._attach(server)
-            while not self._shutdown_requested:
-                ready = poller.wait(self._wait_time(poller, poll_interval))
-                if self._shutdown_requested:
+            waiter = self._attach(plan)
+            after_wait = plan.after_wait
+            while not self._stop:
+                ready = waiter.wait(self._wait_time(waiter, poll_interval, True))
+                if self._stop:
                     break
-                if ready & LISTENER_READY:
-                    server._handle_request_noblock()
-                server.service_actions()
+                if ready & LISTENER_READY and not self._gated and not self._resume_at:
+                    self._take(plan)
+                if after_wait is not None:
+                    after_wait()
         finally:
-            self._shutdown_requested = False
+            self._stop = False
             self._is_shut_down.set()
+
+    def handle_request(self, plan, timeout):
+        deadline = None if timeout is None else monotonic() + timeout
+        waiter = self._attach(plan)
+        while True:
+            ready = waiter.wait(self._wait_time(waiter, timeout, False))
+            if ready & LISTENER_READY and not self._resume_at:
+                return plan.take_one()
+            if deadline is not None:
+                timeout = deadline - monotonic()
+                if timeout < 0:
+                    return plan.handle_timeout()
 
     def shutdown(self):
         self.request_shutdown(True)
@@ -149,63 +130,116 @@ class ServeLoop:
 
     @property
     def shutdown_requested(self):
-        return self._shutdown_requested
+        return self._stop
 
     def request_shutdown(self, requested=True):
-        """Ask the running serve_forever() to return, without waiting for it."""
-        self._shutdown_requested = requested
-        poller = self._poller
-        if requested and poller is not None:
-            poller.wake()
+        self._stop = requested
+        waiter = self._waiter
+        if requested and waiter is not None:
+            waiter.wake()
 
-    def handle_request(self, server):
-        timeout = server.socket.gettimeout()
-        if timeout is None:
-            timeout = server.timeout
-        elif server.timeout is not None:
-            timeout = min(timeout, server.timeout)
-        deadline = None if timeout is None else monotonic() + timeout
-        poller = self._attach(server)
-        while True:
-            ready = poller.wait(self._wait_time(poller, timeout))
-            if ready & LISTENER_READY:
-                return server._handle_request_noblock()
-            if deadline is not None:
-                timeout = deadline - monotonic()
-                if timeout < 0:
-                    return server.handle_timeout()
+    def pause_accepting(self):
+        self._gated = True
 
-    def handle_ready(self, server):
-        """Take one request off the ready listener and dispatch it, as the stdlib does."""
-        try:
-            request, client_address = server.get_request()
-        except OSError as exc:
-            if exc.errno in RESOURCE_ERRNOS:
-                self._pause_listener()
-            return
-        self._pause = PAUSE_FIRST
-        dispatch(server, request, client_address)
+    def resume_accepting(self):
+        if self._gated:
+            self._gated = False
+            waiter = self._waiter
+            if waiter is not None:
+                waiter.wake()
 
-    def _pause_listener(self):
-        poller = self._poller
-        if poller is not None:
-            poller.unwatch()
-        self._resume_at = monotonic() + self._pause
-        self._pause = min(self._pause * 2, PAUSE_MAX)
-
-    def _wait_time(self, poller, timeout):
-        """The wait's timeout, shortened to resume a paused listener on time."""
-        if not self._resume_at:
-            return timeout
-        left = self._resume_at - monotonic()
-        if left <= 0:
-            self._resume_at = 0.0
-            poller.watch()
-            return timeout
-        return left if timeout is None else min(timeout, left)
+    def back_off(self, seconds):
+        self._resume_at = monotonic() + seconds
+        self._backing_off = True
 
     def close(self):
         with self._lock:
-            poller, self._poller = self._poller, None
-        if poller is not None:
-            poller.close()
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.close()
+
+    # -- inside the loop --------------------------------------------------------------------
+
+    def _attach(self, plan):
+        with self._lock:
+            if self._waiter is None:
+                self._waiter = Poller()
+            waiter = self._waiter
+        waiter.set_listener(plan.fd)
+        return waiter
+
+    def _wait_time(self, waiter, timeout, gated):
+        """Watch the listener or not, and shorten the wait to end a back-off pause on time."""
+        if self._resume_at:
+            left = self._resume_at - monotonic()
+            if left > 0:
+                waiter.unwatch()
+                return left if timeout is None else min(timeout, left)
+            self._resume_at = 0.0
+        if gated and self._gated:
+            waiter.unwatch()
+        else:
+            waiter.watch()
+        return timeout
+
+    def _take(self, plan):
+        intake = plan.intake
+        if intake == INTAKE_ACCEPT:
+            self._accept_batch(plan)
+        elif intake == INTAKE_RECVFROM:
+            self._recvfrom_batch(plan)
+        else:
+            plan.take_one()
+
+    def _accept_batch(self, plan):
+        listener = plan.listener
+        admit = plan.admit
+        can_take = plan.can_take
+        make = plan.request_class
+        for _ in range(plan.batch):
+            try:
+                fd, client_address = listener._accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _CLIENT_GAVE_UP:
+                    continue
+                if exc.errno in RESOURCE_ERRNOS:
+                    self.back_off(plan.backoff.next_pause())
+                # Anything else the stdlib would swallow as well.
+                return
+            if self._backing_off:
+                self._backing_off = False
+                plan.backoff.reset()
+            admit(make(plan.family, plan.type, plan.proto, fd), client_address)
+            if self._stop or (can_take is not None and not self._still_taking(can_take)):
+                return
+
+    def _recvfrom_batch(self, plan):
+        listener = plan.listener
+        admit = plan.admit
+        size = plan.max_packet
+        for _ in range(plan.batch):
+            try:
+                data, client_address = listener.recvfrom(size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in RESOURCE_ERRNOS:
+                    self.back_off(plan.backoff.next_pause())
+                return
+            admit((data, listener), client_address)
+            if self._stop:
+                return
+
+    def _still_taking(self, can_take):
+        """After a request: if the model can take no more, stop watching the listener until it
+        calls resume_accepting() (checked again after pausing, so a thread freed in between is
+        not missed)."""
+        if can_take():
+            return True
+        self.pause_accepting()
+        if can_take():
+            self._gated = False
+            return True
+        return False

@@ -14,16 +14,18 @@ import contextlib
 import errno
 import os
 import socket
+import struct
 import threading
 from time import monotonic
 
 import _socket
 from greenlet import GreenletExit, getcurrent
 
-from ._engine import Hub
+from . import _engine
 from ._pure_hub import HubBlockedWarning
-# The same back-off as the threaded servers' loop when accept() runs out of descriptors.
-from ._pure_loop import PAUSE_FIRST, PAUSE_MAX, RESOURCE_ERRNOS, dispatch
+from .core import policy
+from .core.seam import LISTENER_READY, WOKEN
+from .models import Inline
 from .servers import TCPServer, UDPServer
 
 __all__ = [
@@ -33,8 +35,6 @@ __all__ = [
 
 POLLIN = 1
 POLLOUT = 4
-# Requests taken per wake-up of the listener.
-BATCH = 16
 _CONNECTING = frozenset(
     code for code in (getattr(errno, name, None)
                       for name in ("EINPROGRESS", "EAGAIN", "EWOULDBLOCK", "EALREADY"))
@@ -63,14 +63,13 @@ class _HubOwner:
 
 
 def get_hub():
-    """This thread's hub, made on first use."""
-    try:
-        return _tls.hub
-    except AttributeError:
-        hub = Hub()
+    """This thread's hub, made on first use (on the current engine)."""
+    hub = getattr(_tls, "hub", None)
+    if hub is None or not isinstance(hub, _engine.current().Hub):
+        hub = _engine.current().Hub()
         _tls.owner = _HubOwner(hub)
         _tls.hub = hub
-        return hub
+    return hub
 
 
 def _existing_hub():
@@ -328,12 +327,6 @@ def _cooperative(request):
     return request
 
 
-def _is_default(server, name):
-    """Whether the server's hook (even one patched on the instance) is this package's own."""
-    func = getattr(getattr(server, name, None), "__func__", None)
-    return getattr(func, "_cysocketserver_default", False) is True
-
-
 def _block_warning(server):
     limit = server.hub_block_warning
     if limit is None:
@@ -346,12 +339,101 @@ def _block_warning(server):
     return limit
 
 
+class HubWaiter:
+    """The serve loop's waiter for a greenlet server: the listener is waited on through the hub
+    of the thread that serves, so the handlers' greenlets run meanwhile."""
+
+    # While the listener is not watched (the model is full, or accept() is backing off), the
+    # loop naps in slices this long so that a wake-up is noticed.
+    NAP = 0.02
+
+    def __init__(self):
+        self.hub = None
+        self.fd = -1
+        self.watching = False
+        self.waiting = None     # the greenlet inside wait()
+        self.woken = False
+
+    def set_listener(self, fd):
+        hub = get_hub()
+        if hub is not self.hub or fd != self.fd:
+            self.forget()
+            self.hub = hub
+            self.fd = fd
+        self.watching = True
+
+    def watch(self):
+        self.watching = True
+
+    def unwatch(self):
+        self.watching = False
+
+    def wait(self, timeout):
+        hub = self.hub
+        self.woken = False
+        self.waiting = getcurrent()
+        try:
+            if self.watching:
+                deadline = -1.0 if timeout is None else monotonic() + timeout
+                timed_out = hub.wait_fd(self.fd, POLLIN, deadline)
+                if self.woken:
+                    return WOKEN
+                return 0 if timed_out else LISTENER_READY
+            hub.sleep(self.NAP if timeout is None else min(self.NAP, timeout))
+            return WOKEN if self.woken else 0
+        finally:
+            self.waiting = None
+
+    def wake(self):
+        self.woken = True
+        waiting, hub = self.waiting, self.hub
+        if waiting is None or hub is None:
+            return
+        if hub.thread_ident == threading.get_ident():
+            if waiting is not getcurrent():
+                hub.wake(waiting)
+        else:
+            hub.wake_threadsafe(waiting)
+
+    def forget(self):
+        if self.hub is not None and self.fd >= 0:
+            self.hub.forget_fd(self.fd)
+
+    def close(self):
+        self.forget()
+        self.fd = -1
+
+
+class Greenlets(Inline):
+    """A greenlet per request, all on the hub of the thread that serves: GreenletMixIn's model."""
+
+    request_class = GreenSocket
+    cooperative = True
+
+    def start(self, target, request, client_address):
+        server = self.server
+        st = server._greenlet_state
+        hub = get_hub()
+        st.hub = hub
+        request = _cooperative(request)
+        glet = hub.spawn(target, request, client_address)
+        # For the hub's block warnings.
+        glet.cysocketserver_label = (server.RequestHandlerClass, client_address)
+        st.handlers[glet] = request
+        st.idle.clear()
+        entry = server._connection_registry.get(request)
+        if entry is not None:
+            entry.holder = glet
+
+    def close(self, block):
+        pass  # GreenletMixIn.server_close() drains or kills its greenlets itself
+
+
 class _State:
     """A greenlet server's bookkeeping, kept off the server's documented attributes."""
 
     def __init__(self):
         self.hub = None
-        self.stop = False
         self.serving = None             # the greenlet running serve_forever()
         self.is_shut_down = threading.Event()
         self.draining = False
@@ -360,26 +442,6 @@ class _State:
         self.idle.set()
         self.idle_waiters = []          # greenlets on the hub waiting for that
         self.shutdown_waiters = []      # handlers that called shutdown()
-        self.resume_at = 0.0
-        self.pause = PAUSE_FIRST
-
-
-@contextlib.contextmanager
-def _listening(hub, fd):
-    """The listener non-blocking while the hub waits on it; its blocking mode restored after."""
-    if fd < 0:
-        raise ValueError(f"Invalid file descriptor: {fd}")
-    hub.forget_fd(fd)
-    was_blocking = os.get_blocking(fd)
-    if was_blocking:
-        os.set_blocking(fd, False)
-    try:
-        yield fd
-    finally:
-        hub.forget_fd(fd)
-        if was_blocking:
-            with contextlib.suppress(OSError):
-                os.set_blocking(fd, True)
 
 
 class GreenletMixIn:
@@ -387,13 +449,19 @@ class GreenletMixIn:
 
     ``block_on_close``: server_close() (and serve_forever() after shutdown()) wait until the
     handlers have finished; when false, server_close() in the hub's thread ends them by raising
-    GreenletExit in them.  ``hub_block_warning``: seconds; a greenlet that keeps the hub longer
-    without waiting is reported with a HubBlockedWarning (default: the
-    CYSOCKETSERVER_HUB_BLOCK_WARNING environment variable, or off).
+    GreenletExit in them.  While serve_forever() waits for its handlers after shutdown(), new
+    clients are accepted and closed at once (reset), never left hanging in the backlog.
+    ``hub_block_warning``: seconds; a greenlet that keeps the hub longer without waiting is
+    reported with a HubBlockedWarning (default: the CYSOCKETSERVER_HUB_BLOCK_WARNING
+    environment variable, or off).
     """
 
     block_on_close = True
     hub_block_warning = None
+    _concurrency = Greenlets
+
+    def _make_loop(self):
+        return _engine.current().ServeLoop(HubWaiter())
 
     @property
     def _greenlet_state(self):
@@ -403,35 +471,24 @@ class GreenletMixIn:
             state = self.__dict__["_greenlet_state_"] = _State()
             return state
 
+    def _enter_hub(self):
+        st = self._greenlet_state
+        hub = get_hub()
+        st.hub = hub
+        hub.block_warning = _block_warning(self)
+        return st, hub
+
     # -- serving ---------------------------------------------------------------------------------
 
     def serve_forever(self, poll_interval=0.5):
-        st = self._greenlet_state
-        hub = get_hub()
+        st, hub = self._enter_hub()
         st.is_shut_down.clear()
-        st.hub = hub
         st.serving = getcurrent()
-        hub.block_warning = _block_warning(self)
         finished = False
         try:
-            with _listening(hub, self.fileno()) as fd:
-                while not st.stop:
-                    deadline = -1.0 if poll_interval is None else monotonic() + poll_interval
-                    ready = False
-                    if st.resume_at and monotonic() < st.resume_at:
-                        left = st.resume_at - monotonic()
-                        hub.sleep(left if poll_interval is None else min(left, poll_interval))
-                    else:
-                        st.resume_at = 0.0
-                        ready = not hub.wait_fd(fd, POLLIN, deadline)
-                    if st.stop:
-                        break
-                    if ready:
-                        self._greenlet_take_requests(st, BATCH)
-                    self.service_actions()
+            super().serve_forever(poll_interval)
             finished = True
         finally:
-            st.stop = False
             st.serving = None
             st.draining = finished and self.block_on_close and bool(st.handlers)
             st.is_shut_down.set()
@@ -439,10 +496,13 @@ class GreenletMixIn:
                 hub.wake(waiter)
             del st.shutdown_waiters[:]
         if st.draining:
+            refuser = self._refuse_while_draining(st, hub)
             try:
                 self._greenlet_drain(st, hub)
             finally:
                 st.draining = False
+                if refuser is not None:
+                    hub.wake(refuser)
 
     def shutdown(self):
         """Stop serve_forever() and wait until it has stopped accepting.
@@ -451,116 +511,39 @@ class GreenletMixIn:
         handler waits (cooperatively) until the loop has stopped.
         """
         st = self._greenlet_state
-        st.stop = True
         hub = st.hub
-        serving = st.serving
-        if hub is not None and hub.thread_ident == threading.get_ident():
-            if serving is None:
-                return
-            hub.wake(serving)
-            me = getcurrent()
-            if me is serving:
-                return
-            while not st.is_shut_down.is_set():
-                st.shutdown_waiters.append(me)
-                hub.park()
+        if hub is None or hub.thread_ident != threading.get_ident():
+            self._loop.shutdown()
             return
-        if hub is not None and serving is not None:
-            hub.wake_threadsafe(serving)
-        st.is_shut_down.wait()
-
-    # Code in the wild stops a server from its own handler by setting the stdlib's private flag.
-    @property
-    def _BaseServer__shutdown_request(self):
-        return self._greenlet_state.stop
-
-    @_BaseServer__shutdown_request.setter
-    def _BaseServer__shutdown_request(self, requested):
-        st = self._greenlet_state
-        st.stop = requested
-        if requested and st.hub is not None and st.serving is not None:
-            st.hub.wake_threadsafe(st.serving)
+        self._loop.request_shutdown(True)
+        serving = st.serving
+        me = getcurrent()
+        if serving is None or me is serving:
+            return
+        while not st.is_shut_down.is_set():
+            st.shutdown_waiters.append(me)
+            hub.park()
 
     def handle_request(self):
         """Wait for one request (honouring the timeouts) and run its handler to the end."""
-        st = self._greenlet_state
-        hub = get_hub()
-        st.hub = hub
-        hub.block_warning = _block_warning(self)
-        timeout = self.socket.gettimeout()
-        if timeout is None:
-            timeout = self.timeout
-        elif self.timeout is not None:
-            timeout = min(timeout, self.timeout)
-        deadline = -1.0 if timeout is None else monotonic() + timeout
-        taken = 0
-        with _listening(hub, self.fileno()) as fd:
-            while True:
-                if not hub.wait_fd(fd, POLLIN, deadline):
-                    taken = self._greenlet_take_requests(st, 1)
-                    if taken:
-                        break
-                if deadline >= 0 and monotonic() >= deadline:
-                    break
-        if not taken:
-            return self.handle_timeout()
-        self._greenlet_drain(st, hub)
-
-    def _greenlet_take_requests(self, st, batch):
-        """Accept up to ``batch`` requests from the ready listener; how many were taken."""
-        if not _is_default(self, "_handle_request_noblock"):
-            self._handle_request_noblock()
-            return 1
-        fast = (getattr(self.get_request, "__func__", None) is TCPServer.get_request
-                and type(self.socket) is socket.socket)
-        if not fast and not _is_default(self, "get_request"):
-            # A get_request() of the user's is called once per readiness, as by the stdlib.
-            batch = 1
-        taken = 0
-        for taken in range(1, batch + 1):
-            try:
-                if fast:
-                    sock = self.socket
-                    fd, client_address = sock._accept()
-                    request = GreenSocket(sock.family, sock.type, sock.proto, fd)
-                else:
-                    request, client_address = self.get_request()
-            except OSError as exc:
-                if exc.errno in RESOURCE_ERRNOS:
-                    st.resume_at = monotonic() + st.pause
-                    st.pause = min(st.pause * 2, PAUSE_MAX)
-                return taken - 1
-            st.pause = PAUSE_FIRST
-            dispatch(self, request, client_address)
-            if st.stop:
-                break
-        return taken
+        st, hub = self._enter_hub()
+        try:
+            return super().handle_request()
+        finally:
+            self._greenlet_drain(st, hub)
 
     # -- the handlers ----------------------------------------------------------------------------
 
     def process_request(self, request, client_address):
         """Start a greenlet that handles the request; it runs when the hub next gets a turn."""
-        st = self._greenlet_state
-        hub = get_hub()
-        st.hub = hub
-        request = _cooperative(request)
-        glet = hub.spawn(self.process_request_greenlet, request, client_address)
-        # For the hub's block warnings.
-        glet.cysocketserver_label = (self.RequestHandlerClass, client_address)
-        st.handlers[glet] = request
-        st.idle.clear()
+        self._model.start(self.process_request_greenlet, request, client_address)
 
     def process_request_greenlet(self, request, client_address):
         """What each handler greenlet runs: as ThreadingMixIn.process_request_thread."""
         try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
+            policy.serve_request(self, request, client_address)
         finally:
-            try:
-                self.shutdown_request(request)
-            finally:
-                self._greenlet_done(getcurrent())
+            self._greenlet_done(getcurrent())
 
     def _greenlet_done(self, glet):
         st = self._greenlet_state
@@ -581,13 +564,37 @@ class GreenletMixIn:
             st.idle_waiters.append(me)
             hub.park()
 
+    def _refuse_while_draining(self, st, hub):
+        """A greenlet that resets each new connection until the drain ends (stream servers)."""
+        sock = getattr(self, "socket", None)
+        if sock is None or sock.type != socket.SOCK_STREAM or sock.fileno() < 0:
+            return None
+        fd = sock.fileno()
+
+        def refuse():
+            reset = struct.pack("ii", 1, 0)
+            with policy.listening(self, fd, True):
+                while st.draining:
+                    if hub.wait_fd(fd, POLLIN, monotonic() + HubWaiter.NAP) or not st.draining:
+                        continue
+                    try:
+                        conn, _address = sock.accept()
+                    except OSError:
+                        continue
+                    with contextlib.suppress(OSError):
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, reset)
+                    conn.close()
+                hub.forget_fd(fd)
+
+        return hub.spawn(refuse)
+
     def _greenlet_kill(self, st, hub):
         for glet, request in list(st.handlers.items()):
             hub.kill(glet, GreenletExit())
             if not glet:
                 # Never started: it will never run, so its request is ours to shut down.
                 del st.handlers[glet]
-                self.shutdown_request(request)
+                policy.release(self, request)
         if not st.handlers:
             st.idle.set()
         self._greenlet_drain(st, hub)

@@ -4,7 +4,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from ._engine import Hub
+from ._hub import Hub
 from ._pure_hub import HubBlockedWarning as HubBlockedWarning
 from .servers import TCPServer, UDPServer, _RequestType, _RetAddress
 
@@ -17,10 +17,6 @@ _T = TypeVar("_T")
 
 POLLIN: Final[int]
 POLLOUT: Final[int]
-BATCH: Final[int]
-PAUSE_FIRST: Final[float]
-PAUSE_MAX: Final[float]
-RESOURCE_ERRNOS: Final[frozenset[int]]
 BLOCK_WARNING_ENV: Final[str]
 
 def get_hub() -> Hub: ...

@@ -2,7 +2,7 @@
 import socket
 from io import BytesIO
 
-from ._engine import SocketReader, SocketWriter
+from . import _engine
 
 __all__ = ["BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler"]
 
@@ -46,12 +46,13 @@ class StreamRequestHandler(BaseRequestHandler):
             conn.settimeout(self.timeout)
         if self.disable_nagle_algorithm:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        engine = _engine.current()
         if self.rbufsize == 0:
             self.rfile = conn.makefile("rb", 0)
         else:
-            self.rfile = SocketReader(conn, self.rbufsize)
+            self.rfile = engine.SocketReader(conn, self.rbufsize)
         if self.wbufsize == 0:
-            self.wfile = SocketWriter(conn)
+            self.wfile = engine.SocketWriter(conn)
         else:
             self.wfile = conn.makefile("wb", self.wbufsize)
 

@@ -1,13 +1,21 @@
-"""Concurrency mix-ins: a process or a thread per request, as the stdlib documents them."""
-import os
-import threading
+"""Concurrency mix-ins: a process, a thread or a pooled thread per request.
 
-__all__ = ["ThreadingMixIn"]
+Each is the public face of one concurrency model (``models``): it keeps the stdlib's documented
+attributes and hooks, and its process_request() hands the request to the model.
+"""
+import os
+
+from .core import policy
+from .models.pool import PooledThreads
+from .models.threads import NoThreads, ThreadPerRequest
+
+__all__ = ["ThreadingMixIn", "ThreadPoolMixIn"]
 if hasattr(os, "fork"):
     __all__ += ["ForkingMixIn"]
 
 
 if hasattr(os, "fork"):
+    from .models.forks import ForkPerRequest
 
     class ForkingMixIn:
         """Handle each request in a child process."""
@@ -16,6 +24,7 @@ if hasattr(os, "fork"):
         active_children = None
         max_children = 40
         block_on_close = True
+        _concurrency = ForkPerRequest
 
         def collect_children(self, *, blocking=False):
             """Reap finished children; first wait while there are max_children or more."""
@@ -51,64 +60,11 @@ if hasattr(os, "fork"):
             self.collect_children()
 
         def process_request(self, request, client_address):
-            pid = os.fork()
-            if pid:
-                if self.active_children is None:
-                    self.active_children = set()
-                self.active_children.add(pid)
-                self.close_request(request)
-                return
-            # In the child: handle the one request, then leave without running parent cleanup.
-            exit_status = 1
-            try:
-                self.finish_request(request, client_address)
-                exit_status = 0
-            except Exception:
-                self.handle_error(request, client_address)
-            finally:
-                try:
-                    self.shutdown_request(request)
-                finally:
-                    os._exit(exit_status)
+            self._model.start(None, request, client_address)
 
         def server_close(self):
             super().server_close()
-            self.collect_children(blocking=self.block_on_close)
-
-
-class _Threads(list):
-    """The non-daemon request threads that server_close() must join.
-
-    Finished threads are dropped whenever one is added, so a long-running server
-    does not keep every thread it ever started (CPython #37193).
-    """
-
-    def append(self, thread):
-        self.reap()
-        if not thread.daemon:
-            super().append(thread)
-
-    def reap(self):
-        self[:] = [thread for thread in self if thread.is_alive()]
-
-    def pop_all(self):
-        taken = self[:]
-        del self[:]
-        return taken
-
-    def join(self):
-        for thread in self.pop_all():
-            thread.join()
-
-
-class _NoThreads:
-    """Stands in for _Threads when server_close() need not wait for anything."""
-
-    def append(self, thread):
-        pass
-
-    def join(self):
-        pass
+            self._model.close(self.block_on_close)
 
 
 class ThreadingMixIn:
@@ -116,27 +72,47 @@ class ThreadingMixIn:
 
     daemon_threads = False
     block_on_close = True
-    _threads = _NoThreads()
+    _threads = NoThreads()
+    _concurrency = ThreadPerRequest
 
     def process_request_thread(self, request, client_address):
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
+        policy.serve_request(self, request, client_address)
 
     def process_request(self, request, client_address):
-        if self.block_on_close:
-            # Per instance, created on first use, so that server_close() can join them.
-            if "_threads" not in vars(self):
-                self._threads = _Threads()
-        thread = threading.Thread(target=self.process_request_thread,
-                                  args=(request, client_address))
-        thread.daemon = self.daemon_threads
-        self._threads.append(thread)
-        thread.start()
+        self._model.start(self.process_request_thread, request, client_address)
 
     def server_close(self):
         super().server_close()
-        self._threads.join()
+        self._model.close(self.block_on_close)
+
+
+class ThreadPoolMixIn:
+    """Handle each request on a bounded set of reusable threads.
+
+    A connection holds its thread for its whole life, as with ThreadingMixIn.  When all
+    ``max_threads`` are busy the server stops accepting until one is free (the kernel's listen
+    backlog holds the waiting clients); nothing queues inside the process.  Threads idle for
+    ``pool_idle_timeout`` seconds exit.  ``daemon_threads`` and ``block_on_close`` mean what
+    they mean for ThreadingMixIn, for server_close(); the pool's threads themselves never hold
+    up the interpreter's exit.  Unlike a thread per request, thread-local data and
+    ``threading.get_native_id()`` carry over from one request to the next on a pooled thread.
+    """
+
+    # Enough for a few dozen concurrent keep-alive clients; each idle thread costs a stack's
+    # address space but little memory.  Raise it for more long-lived connections.
+    max_threads = 64
+    pool_idle_timeout = 10.0
+    daemon_threads = False
+    block_on_close = True
+    _concurrency = PooledThreads
+
+    def process_request_thread(self, request, client_address):
+        policy.serve_request(self, request, client_address)
+
+    def process_request(self, request, client_address):
+        self._model.start(self.process_request_thread, request, client_address)
+
+    def server_close(self):
+        super().server_close()
+        if "_model_" in vars(self):
+            self._model.close(self.block_on_close)

@@ -3,7 +3,7 @@ import sys
 
 from .servers import _RequestType, _RetAddress
 
-__all__ = ["ThreadingMixIn"]
+__all__ = ["ThreadingMixIn", "ThreadPoolMixIn"]
 if sys.platform != "win32":
     __all__ += ["ForkingMixIn"]
 
@@ -19,6 +19,15 @@ if sys.platform != "win32":
         def server_close(self) -> None: ...
 
 class ThreadingMixIn:
+    daemon_threads: bool
+    block_on_close: bool
+    def process_request_thread(self, request: _RequestType, client_address: _RetAddress) -> None: ...
+    def process_request(self, request: _RequestType, client_address: _RetAddress) -> None: ...
+    def server_close(self) -> None: ...
+
+class ThreadPoolMixIn:
+    max_threads: int
+    pool_idle_timeout: float
     daemon_threads: bool
     block_on_close: bool
     def process_request_thread(self, request: _RequestType, client_address: _RetAddress) -> None: ...

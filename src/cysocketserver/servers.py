@@ -3,47 +3,85 @@ import socket
 import sys
 import traceback
 
-from ._engine import ServeLoop
+from . import _engine
+from .core import policy
+from .core.policy import default_hook, noop_hook
+from .core.registry import ConnectionRegistry
+from .models import Inline
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
-
-
-def _loop_default(hook):
-    """Mark a hook as this package's own, so the loop may run its work natively.
-
-    A subclass that overrides the hook gets its override called instead.
-    """
-    hook._cysocketserver_default = True
-    return hook
-
-
-def _loop_noop(hook):
-    """Mark a hook of this package's that does nothing, so the loop may skip calling it."""
-    hook._cysocketserver_noop = True
-    return _loop_default(hook)
 if hasattr(socket, "AF_UNIX"):
     __all__ += ["UnixStreamServer", "UnixDatagramServer"]
 
 
 class BaseServer:
-    """Owns no socket itself: subclasses say how requests arrive.
+    """A server, without saying how requests arrive: subclasses (TCPServer, UDPServer) do.
 
-    serve_forever(), handle_request() and shutdown() run on the engine's ServeLoop, which
-    calls back into the documented hooks below in the stdlib's order.
+    serve_forever(), handle_request() and shutdown() run on the engine's serve loop, which
+    calls back into the documented hooks below in the stdlib's order.  How requests are run
+    is the concurrency model's business (``_concurrency``: the plain servers handle each
+    request in the serving thread; the mix-ins pick a thread, a process, a pooled thread or a
+    greenlet).
     """
 
     timeout = None
+    _concurrency = Inline
 
     def __init__(self, server_address, RequestHandlerClass):
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
-        self._loop = ServeLoop()
+        self._loop = self._make_loop()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Two concurrency mix-ins in one server would silently leave one of them unused.
+        models = {vars(klass)["_concurrency"] for klass in cls.__mro__
+                  if "_concurrency" in vars(klass) and klass is not BaseServer}
+        if len(models) > 1:
+            mixins = [klass.__name__ for klass in cls.__mro__
+                      if "_concurrency" in vars(klass) and klass is not BaseServer]
+            raise TypeError("%s combines the concurrency mix-ins %s; a server runs its requests "
+                            "one way: keep one of them" % (cls.__name__, ", ".join(mixins)))
+
+    # -- the server's parts, made on first use (a subclass may skip BaseServer.__init__) ---------
+
+    def _make_loop(self):
+        return _engine.current().ServeLoop()
+
+    @property
+    def _connection_registry(self):
+        try:
+            return self.__dict__["_connection_registry_"]
+        except KeyError:
+            registry = self.__dict__["_connection_registry_"] = ConnectionRegistry()
+            return registry
+
+    @property
+    def _model(self):
+        try:
+            return self.__dict__["_model_"]
+        except KeyError:
+            model = self.__dict__["_model_"] = self._concurrency(self)
+            return model
+
+    def _plan(self):
+        model = self._model
+        plan = policy.make_plan(self, model)
+        model.attach(self._loop)
+        self.__dict__["_plan_"] = plan
+        return plan
+
+    # -- serving ---------------------------------------------------------------------------------
 
     def server_activate(self):
         pass
 
     def serve_forever(self, poll_interval=0.5):
-        self._loop.serve_forever(self, poll_interval)
+        """Handle requests until shutdown() is called; poll_interval is not needed to notice
+        a shutdown (the loop is woken), but service_actions() still runs at least that often."""
+        plan = self._plan()
+        with policy.listening(self, plan.fd, plan.nonblocking):
+            self._loop.serve_forever(plan, poll_interval)
 
     def shutdown(self):
         """Stop serve_forever() and wait until it has returned.
@@ -52,13 +90,15 @@ class BaseServer:
         """
         self._loop.shutdown()
 
-    @_loop_default
+    @noop_hook
     def service_actions(self):
-        pass
+        """Called in the serve_forever() loop after each wake-up; does nothing by default."""
 
     def handle_request(self):
         """Wait for and handle one request, honouring self.timeout and the socket's timeout."""
-        return self._loop.handle_request(self)
+        plan = self._plan()
+        with policy.listening(self, plan.fd, self._model.cooperative):
+            return self._loop.handle_request(plan, policy.request_timeout(self))
 
     # Code in the wild stops a server from its own handler by setting the stdlib's private
     # flag; keep that working.
@@ -70,35 +110,48 @@ class BaseServer:
     def __shutdown_request(self, requested):
         self._loop.request_shutdown(requested)
 
-    @_loop_default
+    @default_hook
     def _handle_request_noblock(self):
-        # Kept for subclasses that call or override it; the loop honours an override.
-        self._loop.handle_ready(self)
+        """Take one request off the ready listener through get_request(), as the stdlib does."""
+        plan = self.__dict__.get("_plan_") or self._plan()
+        try:
+            request, client_address = self.get_request()
+        except OSError as exc:
+            if exc.errno in policy.RESOURCE_ERRNOS:
+                self._loop.back_off(plan.backoff.next_pause())
+            return
+        plan.backoff.reset()
+        plan.admit(request, client_address)
 
     def handle_timeout(self):
-        pass
+        """Called by handle_request() when no request came within the timeout."""
 
-    @_loop_default
+    @default_hook
     def verify_request(self, request, client_address):
+        """Return False to refuse the request (it is shut down unhandled)."""
         return True
 
-    @_loop_default
+    @default_hook
     def process_request(self, request, client_address):
+        """Handle the request to its end in the serving thread (the mix-ins override this)."""
         self.finish_request(request, client_address)
-        self.shutdown_request(request)
+        policy.release(self, request)
 
     def server_close(self):
+        """Release the server's resources; the mix-ins also wait for their requests here."""
         self._loop.close()
 
-    @_loop_default
+    @default_hook
     def finish_request(self, request, client_address):
+        """Build the RequestHandlerClass for the request, which handles it."""
         self.RequestHandlerClass(request, client_address, self)
 
     def shutdown_request(self, request):
+        """Called when a request ends; closes it."""
         self.close_request(request)
 
     def close_request(self, request):
-        pass
+        """Release what the request holds (nothing for a BaseServer)."""
 
     def handle_error(self, request, client_address):
         """Report a handler's exception on stderr; the server keeps going."""
@@ -152,11 +205,11 @@ class TCPServer(BaseServer):
         BaseServer.server_close(self)
         self.socket.close()
 
-    @_loop_default
+    @default_hook
     def fileno(self):
         return self.socket.fileno()
 
-    @_loop_default
+    @default_hook
     def get_request(self):
         return self.socket.accept()
 
@@ -178,7 +231,7 @@ class UDPServer(TCPServer):
     socket_type = socket.SOCK_DGRAM
     max_packet_size = 8192
 
-    @_loop_default
+    @default_hook
     def get_request(self):
         data, client_address = self.socket.recvfrom(self.max_packet_size)
         return (data, self.socket), client_address
@@ -186,11 +239,11 @@ class UDPServer(TCPServer):
     def server_activate(self):
         pass
 
-    @_loop_noop
+    @noop_hook
     def shutdown_request(self, request):
         self.close_request(request)
 
-    @_loop_noop
+    @noop_hook
     def close_request(self, request):
         pass
 

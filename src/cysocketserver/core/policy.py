@@ -1,0 +1,250 @@
+"""The serve policy, written once: every engine and every concurrency model reads it from here.
+
+- which of a server's hooks are overridden (one mechanism: the markers below);
+- the plan for one serve_forever()/handle_request() call, as plain data the engine reads;
+- the per-request order and its exception semantics (``make_admit`` and ``serve_request``);
+- the handle_request() timeout, the accept back-off and the batch size.
+"""
+import contextlib
+import errno
+import os
+import socket
+from typing import Any, Callable, Optional
+
+__all__ = [
+    "BATCH", "PAUSE_FIRST", "PAUSE_MAX", "RESOURCE_ERRNOS",
+    "INTAKE_HOOKS", "INTAKE_ACCEPT", "INTAKE_RECVFROM",
+    "default_hook", "noop_hook", "is_default", "is_noop",
+    "Backoff", "Plan", "make_plan", "make_admit", "serve_request", "release",
+    "request_timeout", "listening",
+]
+
+# Requests taken per wake-up of the listener: enough to drain a burst, few enough to stay fair
+# to service_actions() and to a shutdown().
+BATCH = 16
+# After accept() runs out of descriptors (or buffers), leave the listener alone this long,
+# doubling up to the maximum: retrying at once cannot help and would spin.
+PAUSE_FIRST = 0.01
+PAUSE_MAX = 0.5
+RESOURCE_ERRNOS = frozenset(
+    code for code in (getattr(errno, name, None) for name in ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"))
+    if code is not None
+)
+
+# How requests come off the listener.
+INTAKE_HOOKS = 0      # the server's own _handle_request_noblock()/get_request(), one per wake-up
+INTAKE_ACCEPT = 1     # the engine accepts in batches (stream sockets, IPv4/IPv6)
+INTAKE_RECVFROM = 2   # the engine receives datagrams in batches (IPv4/IPv6)
+
+
+# -- which hooks are the package's own ----------------------------------------------------------
+
+def default_hook(func):
+    """Mark a hook as this package's own: where a server still has it, the engine may do its work
+    natively.  A subclass (or an instance attribute) that replaces it is called instead."""
+    func._cysocketserver_default = True
+    return func
+
+
+def noop_hook(func):
+    """Mark one of this package's hooks that does nothing, so that it need not be called."""
+    func._cysocketserver_noop = True
+    return default_hook(func)
+
+
+def _hook_function(server, name):
+    return getattr(getattr(server, name, None), "__func__", None)
+
+
+def is_default(server, name):
+    """Whether ``server.<name>`` (even one patched on the instance) is this package's own."""
+    return getattr(_hook_function(server, name), "_cysocketserver_default", False) is True
+
+
+def is_noop(server, name):
+    return getattr(_hook_function(server, name), "_cysocketserver_noop", False) is True
+
+
+# -- timeouts and back-off ----------------------------------------------------------------------
+
+def request_timeout(server):
+    """handle_request()'s timeout: the smaller of the socket's and ``server.timeout``."""
+    timeout = server.socket.gettimeout()
+    if timeout is None:
+        return server.timeout
+    if server.timeout is not None:
+        return min(timeout, server.timeout)
+    return timeout
+
+
+class Backoff:
+    """How long to leave the listener alone after each resource failure in a row."""
+
+    __slots__ = ("first", "maximum", "current")
+
+    def __init__(self, first=PAUSE_FIRST, maximum=PAUSE_MAX):
+        self.first = self.current = first
+        self.maximum = maximum
+
+    def next_pause(self):
+        pause = self.current
+        self.current = min(pause * 2, self.maximum)
+        return pause
+
+    def reset(self):
+        self.current = self.first
+
+
+@contextlib.contextmanager
+def listening(server, fd, nonblocking):
+    """The listener non-blocking while an engine takes batches off it (a batch ends at EAGAIN),
+    and as the caller found it afterwards — unless the server has closed it meanwhile (the
+    number may belong to another descriptor by then)."""
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    changed = nonblocking and os.get_blocking(fd)
+    if changed:
+        os.set_blocking(fd, False)
+    try:
+        yield fd
+    finally:
+        if changed and server.fileno() == fd:
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, True)
+
+
+# -- the per-request order ----------------------------------------------------------------------
+
+def release(server, request):
+    """The end of a request's life: shutdown_request(), and out of the connection registry."""
+    try:
+        server.shutdown_request(request)
+    finally:
+        server._connection_registry.discard(request)
+
+
+def serve_request(server, request, client_address):
+    """Run one admitted request to its end, as ThreadingMixIn.process_request_thread does:
+    finish_request(); an Exception goes to handle_error(); shutdown_request() always.
+    Every concurrency model runs its requests through this."""
+    try:
+        server.finish_request(request, client_address)
+    except Exception:
+        server.handle_error(request, client_address)
+    finally:
+        release(server, request)
+
+
+def make_admit(server, plan):
+    """``admit(request, client_address)``: what the stdlib does with a request once
+    get_request() returned it — verify_request(), then process_request(); process_request's
+    Exceptions go to handle_error() and the request is shut down; other BaseExceptions
+    (KeyboardInterrupt, SystemExit) propagate once it is shut down.  verify_request's own
+    exceptions propagate.  Hooks left as this package defines them are not called through
+    their frames: the result is the same."""
+    registry = server._connection_registry
+    track = registry.add if plan.track_connections else None
+    verify = None if is_default(server, "verify_request") else server.verify_request
+    inline = plan.inline
+    skip_release = plan.skip_release
+    process = server.process_request
+    shutdown_request = server.shutdown_request
+    handle_error = server.handle_error
+
+    def admit(request, client_address):
+        if track is not None:
+            track(request, client_address)
+        if verify is not None and not verify(request, client_address):
+            release(server, request)
+            return
+        try:
+            if inline:
+                # BaseServer.process_request and finish_request, without their frames.
+                server.RequestHandlerClass(request, client_address, server)
+                if not skip_release:
+                    release(server, request)
+            else:
+                process(request, client_address)
+        except Exception:
+            handle_error(request, client_address)
+            release(server, request)
+        except BaseException:
+            if skip_release:
+                shutdown_request(request)
+            else:
+                release(server, request)
+            raise
+
+    return admit
+
+
+# -- the plan -----------------------------------------------------------------------------------
+
+class Plan:
+    """What the engine needs to serve one serve_forever()/handle_request() call: plain data,
+    computed once from the server's hooks, so the engine never inspects the server itself."""
+
+    fd: int                       # the listener
+    intake: int                   # INTAKE_*
+    batch: int                    # requests per wake-up
+    family: int                   # of the accepted sockets (native intakes)
+    type: int
+    proto: int
+    listener: Any                 # the server's socket
+    request_class: Any            # the class accepted descriptors become
+    max_packet: int               # datagram size (INTAKE_RECVFROM)
+    admit: Callable[[Any, Any], None]        # one request, in the stdlib's order
+    take_one: Callable[[], Any]              # _handle_request_noblock (INTAKE_HOOKS)
+    after_wait: Optional[Callable[[], Any]]  # service_actions, None when it does nothing
+    handle_timeout: Callable[[], Any]
+    backoff: Backoff
+    inline: bool                  # process_request/finish_request are ours: run the handler here
+    skip_release: bool            # shutdown_request/close_request are ours and do nothing
+    track_connections: bool       # stream connections go into the registry
+    nonblocking: bool             # the listener is non-blocking while serving
+    can_take: Optional[Callable[[], bool]]   # asked after each request; None: always
+
+
+def make_plan(server, model):
+    """The plan for ``server`` as its hooks are now, run by the concurrency ``model``: it gives
+    the batch (1 where the stdlib's one request per wake-up matters, as for ForkingMixIn's
+    max_children), the class of accepted sockets, whether the listener is waited on through a
+    hub (then it is always non-blocking), and whether it can refuse work (``can_take``)."""
+    plan = Plan()
+    batch = model.batch
+    request_class = model.request_class
+    cooperative = model.cooperative
+    fd = server.fileno()
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    plan.fd = fd
+    plan.batch = batch
+    plan.backoff = Backoff()
+    plan.take_one = server._handle_request_noblock
+    plan.handle_timeout = server.handle_timeout
+    plan.after_wait = None if is_noop(server, "service_actions") else server.service_actions
+    plan.inline = is_default(server, "process_request") and is_default(server, "finish_request")
+    plan.skip_release = is_noop(server, "shutdown_request") and is_noop(server, "close_request")
+    plan.request_class = request_class
+    plan.listener = sock = getattr(server, "socket", None)
+    plan.family = plan.type = plan.proto = 0
+    plan.max_packet = 0
+    plan.intake = INTAKE_HOOKS
+    native = (is_default(server, "_handle_request_noblock") and is_default(server, "get_request")
+              and is_default(server, "fileno") and type(sock) is socket.socket
+              and sock.family in (socket.AF_INET, socket.AF_INET6)
+              # A listener with a timeout would make the pure engine's accept() wait.
+              and sock.gettimeout() is None)
+    if native:
+        plan.family, plan.type, plan.proto = sock.family, sock.type, sock.proto
+        if sock.type == socket.SOCK_STREAM:
+            plan.intake = INTAKE_ACCEPT
+        elif sock.type == socket.SOCK_DGRAM:
+            plan.intake = INTAKE_RECVFROM
+            plan.max_packet = server.max_packet_size
+    plan.track_connections = sock is not None and getattr(sock, "type", None) == socket.SOCK_STREAM
+    plan.nonblocking = cooperative or plan.intake != INTAKE_HOOKS
+    plan.admit = make_admit(server, plan)
+    # Asked after every request only where the model can say no.
+    plan.can_take = None if getattr(model, "always_takes", False) else model.can_take
+    return plan

@@ -1,0 +1,99 @@
+"""The seam between the Python layer and an engine, written down once.
+
+An engine (the compiled modules, or their pure-Python twins) provides exactly ``Engine``'s
+names and nothing else is used from it; ``_engine`` picks one.  The policy that decides what
+the engine does lives in ``core.policy``; the engine is mechanism only.
+"""
+from typing import Any, Callable, Optional, Protocol
+
+__all__ = ["Waiter", "ServeLoop", "SocketReader", "SocketWriter", "Hub", "Model", "Engine"]
+
+LISTENER_READY = 1
+WOKEN = 2
+
+
+class Waiter(Protocol):
+    """Waits for the listener and for wake-ups: the engine's poller (the GIL released while it
+    waits) or, for the greenlet servers, the thread's hub."""
+
+    def set_listener(self, fd: int) -> None: ...
+    def watch(self) -> None: ...
+    def unwatch(self) -> None: ...
+    def wait(self, timeout: Optional[float]) -> int:
+        """LISTENER_READY and/or WOKEN; 0 when the timeout passed.  May return early."""
+    def wake(self) -> None:
+        """From any thread: make a wait() return."""
+    def close(self) -> None: ...
+
+
+class ServeLoop(Protocol):
+    """One per server.  Reads a ``core.policy.Plan``; calls only what the plan holds."""
+
+    def __init__(self, waiter: Optional[Waiter] = None) -> None: ...
+    def serve_forever(self, plan: Any, poll_interval: Optional[float]) -> None: ...
+    def handle_request(self, plan: Any, timeout: Optional[float]) -> Any: ...
+    def shutdown(self) -> None:
+        """Ask the running serve_forever() to return and wait until it has."""
+    def request_shutdown(self, requested: bool = True) -> None:
+        """Ask, without waiting; any thread."""
+    @property
+    def shutdown_requested(self) -> bool: ...
+    @property
+    def stopped(self) -> bool:
+        """True while no serve_forever() is running."""
+    def pause_accepting(self) -> None:
+        """Stop watching the listener until resume_accepting(); the serving thread."""
+    def resume_accepting(self) -> None:
+        """Any thread."""
+    def back_off(self, seconds: float) -> None:
+        """Leave the listener alone for ``seconds`` (accept ran out of resources)."""
+    def close(self) -> None: ...
+
+
+class SocketReader(Protocol):
+    """What ``sock.makefile('rb', buffer_size)`` returns, byte for byte and error for error."""
+
+    def __init__(self, sock: Any, buffer_size: int) -> None: ...
+
+
+class SocketWriter(Protocol):
+    """StreamRequestHandler's unbuffered ``wfile``: ``write()`` sends every byte."""
+
+    def __init__(self, sock: Any) -> None: ...
+
+
+class Hub(Protocol):
+    """The greenlet servers' event loop, one per thread (``_pure_hub`` documents it)."""
+
+    thread_ident: int
+
+    def wait_fd(self, fd: int, events: int, deadline: float) -> bool: ...
+    def forget_fd(self, fd: int) -> None: ...
+    def park(self) -> Any: ...
+    def wake(self, glet: Any, value: Any = None) -> None: ...
+    def wake_threadsafe(self, glet: Any) -> None: ...
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+    def kill(self, glet: Any, exc: Any = None) -> None: ...
+    def sleep(self, seconds: float) -> None: ...
+    def close(self) -> None: ...
+
+
+class Model(Protocol):
+    """A concurrency model (``models``)."""
+
+    batch: int
+    request_class: type
+    cooperative: bool
+
+    def attach(self, loop: ServeLoop) -> None: ...
+    def can_take(self) -> bool: ...
+    def start(self, target: Callable[[Any, Any], None], request: Any, client_address: Any) -> None: ...
+    def close(self, block: bool) -> None: ...
+
+
+class Engine(Protocol):
+    name: str
+    ServeLoop: type
+    SocketReader: type
+    SocketWriter: type
+    Hub: type

@@ -1,0 +1,17 @@
+"""The concurrency models, each one small dispatch object with one job.
+
+A model runs admitted requests somewhere (the serving thread, a new thread, a child process,
+a pooled thread, a greenlet) and says whether it can take another now.  The serve loop asks
+``can_take()`` after each request it hands over; when the answer is no, the loop stops watching
+the listener (the kernel's backlog holds the clients) until the model calls
+``loop.resume_accepting()`` — no spin, no blocked loop, and shutdown() stays immediate.
+
+Interface (``core.seam.Model``): ``batch`` (requests per wake-up), ``request_class`` (the class
+of accepted sockets), ``cooperative`` (the listener is waited on through a hub),
+``attach(loop)``, ``can_take()``, ``start(target, request, client_address)`` (run
+``target(request, client_address)``), ``close(block)`` (server_close: wait for running
+requests when ``block``).
+"""
+from .inline import Inline
+
+__all__ = ["Inline"]

@@ -1,0 +1,40 @@
+"""A child process per request: ForkingMixIn's model."""
+import os
+
+from .inline import Inline
+
+__all__ = ["ForkPerRequest"]
+
+
+class ForkPerRequest(Inline):
+    # One request per wake-up, as in the stdlib: ForkingMixIn enforces max_children in
+    # service_actions(), which must run between every two requests.
+    batch = 1
+
+    def start(self, target, request, client_address):
+        # ``target`` is unused: the child runs ForkingMixIn's own order and exit status.
+        server = self.server
+        pid = os.fork()
+        if pid:
+            if server.active_children is None:
+                server.active_children = set()
+            server.active_children.add(pid)
+            # The child owns the connection now.
+            server.close_request(request)
+            server._connection_registry.discard(request)
+            return
+        # In the child: handle the one request, then leave without running the parent's cleanup.
+        exit_status = 1
+        try:
+            server.finish_request(request, client_address)
+            exit_status = 0
+        except Exception:
+            server.handle_error(request, client_address)
+        finally:
+            try:
+                server.shutdown_request(request)
+            finally:
+                os._exit(exit_status)
+
+    def close(self, block):
+        self.server.collect_children(blocking=block)

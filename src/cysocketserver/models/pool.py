@@ -1,0 +1,47 @@
+"""A bounded set of reusable threads: ThreadPoolMixIn's model.
+
+A connection holds its thread for its whole life, as in the socketserver model.  When every
+thread is busy the model says it can take no more; the loop stops accepting until a thread is
+free again, so nothing waits in an unbounded queue: the kernel's backlog holds the clients.
+"""
+from ..threadpool import WorkerPool
+from .inline import Inline
+
+__all__ = ["PooledThreads"]
+
+
+class PooledThreads(Inline):
+    always_takes = False
+    def __init__(self, server):
+        super().__init__(server)
+        max_threads = server.max_threads
+        if not isinstance(max_threads, int) or isinstance(max_threads, bool):
+            raise TypeError("max_threads must be an int, not %r" % (max_threads,))
+        if max_threads < 1:
+            raise ValueError("max_threads must be at least 1, not %r" % (max_threads,))
+        self.pool = WorkerPool(
+            max_threads,
+            idle_timeout=server.pool_idle_timeout,
+            # Never hold up the interpreter's exit; server_close() joins when it must.
+            daemon=True,
+            name="%s-handler" % type(server).__name__,
+        )
+        self.loop = None
+
+    def attach(self, loop):
+        self.loop = loop
+        self.pool.on_free = loop.resume_accepting
+
+    def can_take(self):
+        pool = self.pool
+        return pool.idle > 0 or pool.size < pool.max_threads
+
+    def start(self, target, request, client_address):
+        if not self.pool.try_submit(target, request, client_address):
+            # Only handle_request() (which takes one request whatever the model says) or a
+            # process_request() called by hand gets here: wait for the next free thread.
+            self.pool.submit(target, request, client_address)
+
+    def close(self, block):
+        server = self.server
+        self.pool.shutdown(wait=block and not server.daemon_threads)
