@@ -4,6 +4,8 @@ A connection holds its thread for its whole life, as in the socketserver model. 
 thread is busy the model says it can take no more; the loop stops accepting until a thread is
 free again, so nothing waits in an unbounded queue: the kernel's backlog holds the clients.
 """
+import threading
+
 from ..threadpool import WorkerPool
 from .inline import Inline
 
@@ -37,10 +39,16 @@ class PooledThreads(Inline):
         return pool.idle > 0 or pool.size < pool.max_threads
 
     def start(self, target, request, client_address):
-        if not self.pool.try_submit(target, request, client_address):
+        if not self.pool.try_submit(self._run, target, request, client_address):
             # Only handle_request() (which takes one request whatever the model says) or a
             # process_request() called by hand gets here: wait for the next free thread.
-            self.pool.submit(target, request, client_address)
+            self.pool.submit(self._run, target, request, client_address)
+
+    def _run(self, target, request, client_address):
+        entry = self.server._connection_registry.get(request)
+        if entry is not None:
+            entry.holder = threading.current_thread()
+        target(request, client_address)
 
     def close(self, block):
         server = self.server
