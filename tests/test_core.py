@@ -195,7 +195,8 @@ def test_pool_udp(cy_ss):
     ("ThreadingMixIn", "GreenletMixIn"),
     ("GreenletMixIn", "ForkingMixIn"),
     ("ForkingMixIn", "GreenletMixIn"),
-    ("ThreadPoolMixIn", "ThreadingMixIn"),
+    ("ThreadPoolMixIn", "ForkingMixIn"),
+    ("GreenletMixIn", "ThreadPoolMixIn"),
     ("ThreadingMixIn", "ForkingMixIn"),
 ])
 def test_two_concurrency_mixins_are_refused(cy_ss, mixins):

@@ -83,10 +83,11 @@ class ThreadingMixIn:
 
     def server_close(self):
         super().server_close()
-        self._model.close(self.block_on_close)
+        if "_model_" in vars(self):  # nothing to wait for if no request ever came
+            self._model.close(self.block_on_close)
 
 
-class ThreadPoolMixIn:
+class ThreadPoolMixIn(ThreadingMixIn):
     """Handle each request on a bounded set of reusable threads.
 
     A connection holds its thread for its whole life, as with ThreadingMixIn.  When all
@@ -102,17 +103,4 @@ class ThreadPoolMixIn:
     # address space but little memory.  Raise it for more long-lived connections.
     max_threads = 64
     pool_idle_timeout = 10.0
-    daemon_threads = False
-    block_on_close = True
     _concurrency = PooledThreads
-
-    def process_request_thread(self, request, client_address):
-        policy.serve_request(self, request, client_address)
-
-    def process_request(self, request, client_address):
-        self._model.start(self.process_request_thread, request, client_address)
-
-    def server_close(self):
-        super().server_close()
-        if "_model_" in vars(self):
-            self._model.close(self.block_on_close)

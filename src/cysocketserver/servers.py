@@ -34,14 +34,16 @@ class BaseServer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        # Two concurrency mix-ins in one server would silently leave one of them unused.
-        models = {vars(klass)["_concurrency"] for klass in cls.__mro__
-                  if "_concurrency" in vars(klass) and klass is not BaseServer}
-        if len(models) > 1:
-            mixins = [klass.__name__ for klass in cls.__mro__
-                      if "_concurrency" in vars(klass) and klass is not BaseServer]
+        # Two unrelated concurrency mix-ins in one server would silently leave one unused (a
+        # mix-in derived from another, as ThreadPoolMixIn from ThreadingMixIn, overrides it).
+        mixins = [klass for klass in cls.__mro__
+                  if "_concurrency" in vars(klass) and klass is not BaseServer]
+        leaves = [klass for klass in mixins
+                  if not any(other is not klass and issubclass(other, klass) for other in mixins)]
+        if len(leaves) > 1:
             raise TypeError("%s combines the concurrency mix-ins %s; a server runs its requests "
-                            "one way: keep one of them" % (cls.__name__, ", ".join(mixins)))
+                            "one way: keep one of them"
+                            % (cls.__name__, ", ".join(klass.__name__ for klass in leaves)))
 
     # -- the server's parts, made on first use (a subclass may skip BaseServer.__init__) ---------
 
