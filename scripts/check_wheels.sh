@@ -188,7 +188,8 @@ names = zipfile.ZipFile(wheel).namelist()
 problems = []
 required = ["cysocketserver/__init__.py", "cysocketserver/py.typed", "cysocketserver/__init__.pyi",
             "cysocketserver/_loop.pyi", "cysocketserver/_streams.pyi",
-            "cysocketserver/_pure_loop.py", "cysocketserver/_pure_streams.py"]
+            "cysocketserver/_pure_loop.py", "cysocketserver/_pure_streams.py",
+            "cysocketserver/bench/__init__.py", "cysocketserver/bench/server.py"]
 for name in required:
     if name not in names:
         problems.append(f"missing {name}")

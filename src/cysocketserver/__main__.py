@@ -3,7 +3,6 @@ import argparse
 import sys
 
 import cysocketserver
-from cysocketserver import bench as _bench
 
 
 class LineEcho(cysocketserver.StreamRequestHandler):
@@ -42,7 +41,7 @@ def run_echo(args):
     return 0
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(prog="python -m cysocketserver")
     commands = parser.add_subparsers(dest="command", required=True)
     echo = commands.add_parser("echo", help="run a line echo server")
@@ -52,10 +51,20 @@ def main(argv=None):
     echo.add_argument("--no-threads", dest="threads", action="store_false",
                       help="handle one client at a time (TCPServer/UDPServer)")
     echo.set_defaults(run=run_echo)
-    bench = commands.add_parser("bench", help="compare with the stdlib's socketserver")
-    _bench.build_parser(bench)
-    bench.set_defaults(run=lambda args: _bench.run(_bench.finish_options(args, bench)))
-    args = parser.parse_args(argv)
+    # Listed for --help; its options are the bench subpackage's own, read by it alone.
+    commands.add_parser("bench", help="compare with the stdlib's socketserver "
+                        "(python -m cysocketserver bench --help)", add_help=False)
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        # Only the bench command imports the benchmark (and its load client).
+        from cysocketserver.bench import main as run_bench
+
+        return run_bench(argv[1:])
+    args = build_parser().parse_args(argv)
     return args.run(args)
 
 

@@ -1,8 +1,8 @@
 """One echo server for the benchmark, in a process of its own.
 
-    python _bench_server.py --impl stdlib --server ThreadingTCPServer --handler line
+    python server.py --impl stdlib --server ThreadingTCPServer --handler line
 
-The harness (bench.py) starts this file by its path, so a stdlib server never imports
+The harness (harness.py) starts this file by its path, so a stdlib server never imports
 cysocketserver.  It binds port 0 on the loopback address, prints one JSON line
 (``{"port": ..., "engine": ..., "pid": ...}``) and serves until its standard input closes
 (the harness went away), it is killed, or ``--max-seconds`` pass.

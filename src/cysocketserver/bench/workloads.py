@@ -9,7 +9,7 @@ class Workload:
     name: str
     description: str
     server: str          # class name in socketserver / cysocketserver
-    handler: str         # "line", "raw" or "datagram" (see _bench_server.make_handlers)
+    handler: str         # "line", "raw" or "datagram" (see server.make_handlers)
     mode: str            # load client mode: pingpong, connect, stream, udp
     connections: int
     size: int            # bytes per request (stream: per line)

@@ -1,8 +1,8 @@
 """``python -m cysocketserver bench``: the stdlib's socketserver and this package, side by side.
 
 For every workload the same handler code is served by the stdlib's ``socketserver`` and by
-``cysocketserver``, each in a process of its own (``_bench_server.py``), and driven in turn by
-the compiled load client (``_loadgen``) from this process: rounds A B A B ..., each with a
+``cysocketserver``, each in a process of its own (``server.py``), and driven in turn by
+the compiled load client (``cysocketserver._loadgen``) from this process: rounds A B A B ..., each with a
 short warm-up that is not counted.  The table gives the median of the rounds.
 
 Everything is bounded: each round stops by itself, every server process is killed at the end
@@ -23,12 +23,12 @@ import sys
 import tempfile
 import time
 
-from . import _bench_report as report
-from ._bench_workloads import DEFAULT, WORKLOADS, by_name
+from . import report
+from .workloads import DEFAULT, WORKLOADS, by_name
 
-__all__ = ["main", "run_benchmark"]
+__all__ = ["build_parser", "finish_options", "main", "run", "run_benchmark"]
 
-RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bench_server.py")
+RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py")
 PEERS = ("asyncio", "uvloop", "gevent")
 START_TIMEOUT = 20.0
 SETTLE = 0.1          # seconds between two rounds, for the server's threads to wind down
@@ -50,7 +50,7 @@ class ServerProcess:
         self.stderr = tempfile.TemporaryFile()
         env = dict(os.environ)
         # The runner must import this very package (and nothing from its own folder).
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(
             [package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         env.pop("PYTHONSTARTUP", None)
@@ -236,7 +236,7 @@ def summarize(rounds):
 
 def run_one(server, workload, opts):
     """One round against one server: the load client's result plus CPU use on both sides."""
-    from . import _loadgen
+    from .. import _loadgen
 
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     server_cpu0 = server.cpu_seconds()
@@ -287,7 +287,7 @@ def run_benchmark(opts, machine=None):
     workloads = [by_name(name) for name in opts.workload]
     per_round = opts.warmup + opts.duration + DRAIN + SETTLE + 2.0
     budget = len(workloads) * len(impls) * (opts.rounds * per_round + START_TIMEOUT) + 60
-    from . import _loadgen
+    from .. import _loadgen
 
     results = {
         "machine": machine or machine_info(),
@@ -431,7 +431,7 @@ def run(opts):
         print("* run by default")
         return 0
     try:
-        from . import _loadgen  # noqa: F401
+        from .. import _loadgen  # noqa: F401
     except ImportError as exc:
         print(f"the load client (cysocketserver._loadgen) is not built: {exc}", file=sys.stderr)
         return 2
@@ -467,7 +467,3 @@ def main(argv=None):
     parser = build_parser()
     opts = finish_options(parser.parse_args(argv), parser)
     return run(opts)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
