@@ -24,7 +24,9 @@ if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.
 IMPLS = ("stdlib", "cysocketserver", "asyncio", "uvloop", "gevent", "reference")
 HANDLERS = ("line", "raw", "datagram")
 SERVERS = ("TCPServer", "ThreadingTCPServer", "UDPServer", "ThreadingUDPServer",
-           "GreenletTCPServer")
+           "GreenletTCPServer", "ThreadPoolTCPServer", "ThreadPoolUDPServer")
+# The pool's size in the benchmark: a thread for each of the 100-connection workloads' clients.
+POOL_THREADS = 128
 # The stdlib's default listen backlog (5) overflows as soon as more clients connect at once,
 # and then the numbers measure SYN retransmissions.  Every server here gets the same backlog.
 BACKLOG = 128
@@ -85,14 +87,16 @@ def serve_socketserver(args):
         engine = ss.IMPLEMENTATION
     handler = make_handlers(ss)[args.handler]
     name = args.server
-    if not hasattr(ss, name) and name.startswith("Greenlet"):
-        # The stdlib has no greenlet servers: it is measured with its threads.
-        name = "Threading" + name[len("Greenlet"):]
+    for ours in ("Greenlet", "ThreadPool"):
+        if not hasattr(ss, name) and name.startswith(ours):
+            # The stdlib has no greenlet or pool servers: it is measured with its threads.
+            name = "Threading" + name[len(ours):]
     base = getattr(ss, name)
 
     class Server(base):
         daemon_threads = True
         request_queue_size = BACKLOG
+        max_threads = POOL_THREADS
 
     with Server((args.host, 0), handler) as server:
         announce(server.server_address[1], engine)

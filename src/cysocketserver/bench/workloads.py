@@ -64,6 +64,19 @@ WORKLOADS = [
     Workload("greenlet-connect-16",
              "GreenletTCPServer (stdlib: ThreadingTCPServer) connect, one line, close; 16 at a time",
              "GreenletTCPServer", "line", "connect", 16, 64),
+    # The bounded thread pool; the stdlib, which has none, runs its Threading* server.
+    Workload("pool-line-16x64",
+             "ThreadPoolTCPServer (stdlib: ThreadingTCPServer) line echo, 16 connections, 64 B",
+             "ThreadPoolTCPServer", "line", "pingpong", 16, 64),
+    Workload("pool-line-100x64",
+             "ThreadPoolTCPServer (stdlib: ThreadingTCPServer) line echo, 100 connections, 64 B",
+             "ThreadPoolTCPServer", "line", "pingpong", 100, 64),
+    Workload("pool-connect-16",
+             "ThreadPoolTCPServer (stdlib: ThreadingTCPServer) connect, one line, close; 16 at a time",
+             "ThreadPoolTCPServer", "line", "connect", 16, 64),
+    Workload("pool-udp-16",
+             "ThreadPoolUDPServer (stdlib: ThreadingUDPServer) datagram echo, 16 sockets, 64 B",
+             "ThreadPoolUDPServer", "datagram", "udp", 16, 64),
 ]
 
 DEFAULT = [w.name for w in WORKLOADS[:8]]
