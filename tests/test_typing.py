@@ -111,7 +111,8 @@ def test_stubs_match_runtime(tmp_path):
     # only be checked where they were built (not in a pure-Python install).
     allowlist = tmp_path / "allowlist.txt"
     lines = ALLOWLIST.read_text().splitlines()
-    for name in ("cysocketserver._loop", "cysocketserver._streams", "cysocketserver._hub"):
+    for name in ("cysocketserver._loop", "cysocketserver._streams", "cysocketserver._hub",
+                 "cysocketserver._counters"):
         try:
             importlib.import_module(name)
         except ImportError:

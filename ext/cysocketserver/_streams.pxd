@@ -1,5 +1,7 @@
 from cpython.pythread cimport PyThread_type_lock
 
+from cysocketserver._counters cimport Meter
+
 
 cdef class _SocketStream:
     # The socket (None once a reader is closed) and whether we may drive its
@@ -11,6 +13,8 @@ cdef class _SocketStream:
     # sock._cysocketserver_wait(fd, events, deadline) -> True if timed out.
     # The descriptor is driven directly and _wait() parks through it.
     cdef object _coop_wait
+    # Where the bytes moved are counted (the connection's meter), or None.
+    cdef Meter _meter
     cdef dict __dict__
     cdef object __weakref__
 

@@ -340,11 +340,13 @@ cdef class SocketReader(_SocketStream):
     'rb'), buffer_size)``, except that ``detach()`` is not supported (``raw``
     is a ``socket.SocketIO`` created on first access).  ``buffer_size`` -1 or None means
     ``io.DEFAULT_BUFFER_SIZE``; 0 (an unbuffered raw SocketIO in the standard
-    library) is refused.
+    library) is refused.  Given a ``meter`` (``_counters.Meter``), every byte received from
+    the socket is added to ``meter.received``.
     """
 
-    def __cinit__(self, sock, buffer_size=-1):
+    def __cinit__(self, sock, buffer_size=-1, Meter meter=None):
         cdef Py_ssize_t size
+        self._meter = meter
         self._buf = NULL
         self._read_end = -1
         self._pos = 0
@@ -446,6 +448,8 @@ cdef class SocketReader(_SocketStream):
                 r = recv(fd, dest, <size_t>n, 0 if blocking_recv else MSG_DONTWAIT)
                 err = cerrno.errno
             if r >= 0:
+                if self._meter is not None:
+                    self._meter.received += r
                 return r
             if err == EINTR:
                 PyErr_CheckSignals()
@@ -496,6 +500,8 @@ cdef class SocketReader(_SocketStream):
                 f"raw readinto() returned invalid length {got} "
                 f"(should have been between 0 and {n})"
             )
+        if self._meter is not None:
+            self._meter.received += got
         return got
 
     cdef Py_ssize_t _fill(self) except -1:
@@ -986,10 +992,12 @@ cdef class SocketWriter(_SocketStream):
     """socketserver's unbuffered wfile, compiled.
 
     ``write(b)`` sends all of ``b`` (any C-contiguous buffer) or raises, and
-    returns its size in bytes; closing the writer does not close the socket.
+    returns its size in bytes; closing the writer does not close the socket.  Given a
+    ``meter``, every byte sent is added to ``meter.sent``.
     """
 
-    def __cinit__(self, sock):
+    def __cinit__(self, sock, Meter meter=None):
+        self._meter = meter
         self._sock = sock
         self._direct = getattr(type(sock), "sendall", None) is _SENDALL
         if not self._direct:
@@ -1000,6 +1008,8 @@ cdef class SocketWriter(_SocketStream):
         if not self._direct:
             self._sock.sendall(b)
             with memoryview(b) as m:
+                if self._meter is not None:
+                    self._meter.sent += m.nbytes
                 return m.nbytes
         PyObject_GetBuffer(b, &view, PyBUF_SIMPLE)
         try:
@@ -1022,6 +1032,8 @@ cdef class SocketWriter(_SocketStream):
                 r = send(fd, data, <size_t>length, MSG_DONTWAIT | MSG_NOSIGNAL)
                 err = cerrno.errno
             if r >= 0:
+                if self._meter is not None:
+                    self._meter.sent += r
                 data += r
                 length -= r
                 PyErr_CheckSignals()

@@ -1,8 +1,9 @@
 """Picks the engine behind the public classes: the compiled modules, or their pure-Python twins.
 
-The seam is ``core.seam.Engine``: ``ServeLoop``, ``SocketReader``, ``SocketWriter`` and ``Hub``,
-nothing else.  The public classes look the engine up when they build a loop, a stream or a hub
-(``current()``), so one process can run both: the tests do, through ``use()``.
+The seam is ``core.seam.Engine``: ``ServeLoop``, ``SocketReader``, ``SocketWriter``, ``Hub``,
+``Counters`` and ``Meter``, nothing else.  The public classes look the engine up when they build
+a loop, a stream, a hub or a server's counters (``current()``), so one process can run both: the
+tests do, through ``use()``.
 
 Set ``CYSOCKETSERVER_NO_EXTENSIONS=1`` to make the pure-Python engine the default.
 """
@@ -14,21 +15,23 @@ __all__ = ["IMPLEMENTATION", "available", "current", "load", "use"]
 
 
 def _compiled():
+    from ._counters import Counters, Meter
     from ._hub import Hub
     from ._loop import ServeLoop
     from ._streams import SocketReader, SocketWriter
 
     return types.SimpleNamespace(name="compiled", ServeLoop=ServeLoop, SocketReader=SocketReader,
-                                 SocketWriter=SocketWriter, Hub=Hub)
+                                 SocketWriter=SocketWriter, Hub=Hub, Counters=Counters, Meter=Meter)
 
 
 def _pure():
+    from ._pure_counters import Counters, Meter
     from ._pure_hub import Hub
     from ._pure_loop import ServeLoop
     from ._pure_streams import SocketReader, SocketWriter
 
     return types.SimpleNamespace(name="python", ServeLoop=ServeLoop, SocketReader=SocketReader,
-                                 SocketWriter=SocketWriter, Hub=Hub)
+                                 SocketWriter=SocketWriter, Hub=Hub, Counters=Counters, Meter=Meter)
 
 
 _LOADERS = {"compiled": _compiled, "python": _pure}

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Literal, Protocol
 
+from ._counters import Counters, Meter
 from ._hub import Hub
 from ._loop import ServeLoop
 from ._streams import SocketReader, SocketWriter
@@ -16,6 +17,8 @@ class _Engine(Protocol):
     SocketReader: type[SocketReader]
     SocketWriter: type[SocketWriter]
     Hub: type[Hub]
+    Counters: type[Counters]
+    Meter: type[Meter]
 
 IMPLEMENTATION: Literal["compiled", "python"]
 

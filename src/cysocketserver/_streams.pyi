@@ -10,13 +10,15 @@ from typing_extensions import disjoint_base
 
 from _typeshed import ReadableBuffer, WriteableBuffer
 
+from ._counters import Meter
+
 __all__ = ["SocketReader", "SocketWriter"]
 
 # Extension types: built by __cinit__ (so __new__ here), and no class can derive from both.
 @disjoint_base
 class SocketReader:
     """``sock.makefile('rb', buffer_size)``, compiled: io.BufferedReader's methods and results."""
-    def __new__(cls, sock: _socket, buffer_size: int | None = -1) -> Self: ...
+    def __new__(cls, sock: _socket, buffer_size: int | None = -1, meter: Meter | None = None) -> Self: ...
     @property
     def closed(self) -> bool: ...
     @property
@@ -54,7 +56,7 @@ class SocketReader:
 @disjoint_base
 class SocketWriter:
     """The unbuffered ``wfile``: write() sends every byte and returns the buffer's size."""
-    def __new__(cls, sock: _socket) -> Self: ...
+    def __new__(cls, sock: _socket, meter: Meter | None = None) -> Self: ...
     @property
     def closed(self) -> bool: ...
     def write(self, b: ReadableBuffer, /) -> int: ...
