@@ -198,6 +198,11 @@ cdef class ServeLoop:
     # -- taking requests --------------------------------------------------------------------
 
     cdef int _take(self, plan) except -1:
+        # Woken by one party (a free thread) while the connection limit still says no: take
+        # nothing, and stop watching until there is room.
+        room = plan.room
+        if room is not None and not self._still_taking(room):
+            return 0
         intake = plan.intake
         if intake == _INTAKE_ACCEPT:
             self._accept_batch(plan)
@@ -205,6 +210,9 @@ cdef class ServeLoop:
             self._recvfrom_batch(plan)
         else:
             plan.take_one()
+            can_take = plan.can_take
+            if can_take is not None:
+                self._still_taking(can_take)
         return 0
 
     cdef int _accept_batch(self, plan) except -1:
@@ -225,11 +233,14 @@ cdef class ServeLoop:
                 if err == EINTR:
                     PyErr_CheckSignals()
                     continue
+                if err == EAGAIN or err == EWOULDBLOCK:
+                    return 0  # drained
+                pause = plan.intake_error(err)
                 if err == ECONNABORTED or err == EPROTO:
                     continue  # that client gave up; the next one may be waiting
-                if err == EMFILE or err == ENFILE or err == ENOBUFS or err == ENOMEM:
-                    self.back_off(plan.backoff.next_pause())
-                # EAGAIN: drained. Anything else the stdlib would swallow as well.
+                if pause:
+                    self.back_off(pause)
+                # Anything else the stdlib would swallow as well.
                 return 0
             if self.backing_off:
                 self.backing_off = False
@@ -260,8 +271,11 @@ cdef class ServeLoop:
                 if err == EINTR:
                     PyErr_CheckSignals()
                     continue
-                if err == ENOBUFS or err == ENOMEM:
-                    self.back_off(plan.backoff.next_pause())
+                if err == EAGAIN or err == EWOULDBLOCK:
+                    return 0
+                pause = plan.intake_error(err)
+                if pause:
+                    self.back_off(pause)
                 return 0
             data = PyBytes_FromStringAndSize(self.packet_buf, n)
             admit((data, sock), _make_address(&addr, addrlen))

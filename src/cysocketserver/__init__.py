@@ -10,6 +10,7 @@ import warnings
 
 from ._engine import IMPLEMENTATION
 from ._version import __version__
+from .activation import listen_fds
 from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
 from .mixins import ThreadingMixIn, ThreadPoolMixIn
 from .servers import BaseServer, TCPServer, UDPServer
@@ -20,15 +21,16 @@ __all__ = [
     "BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler",
     "ThreadingMixIn",
     "ThreadPoolMixIn", "ThreadPoolTCPServer", "ThreadPoolUDPServer",
+    "listen_fds",
 ]
 
 
 class ThreadingUDPServer(ThreadingMixIn, UDPServer):
-    pass
+    """UDPServer that handles each datagram in a new thread."""
 
 
 class ThreadingTCPServer(ThreadingMixIn, TCPServer):
-    pass
+    """TCPServer that handles each connection in a new thread."""
 
 
 class ThreadPoolUDPServer(ThreadPoolMixIn, UDPServer):
@@ -43,10 +45,10 @@ if hasattr(os, "fork"):
     from .mixins import ForkingMixIn
 
     class ForkingUDPServer(ForkingMixIn, UDPServer):
-        pass
+        """UDPServer that handles each datagram in a child process."""
 
     class ForkingTCPServer(ForkingMixIn, TCPServer):
-        pass
+        """TCPServer that handles each connection in a child process."""
 
     __all__ += ["ForkingUDPServer", "ForkingTCPServer", "ForkingMixIn"]
 
@@ -54,10 +56,10 @@ if hasattr(__import__("socket"), "AF_UNIX"):
     from .servers import UnixDatagramServer, UnixStreamServer
 
     class ThreadingUnixStreamServer(ThreadingMixIn, UnixStreamServer):
-        pass
+        """UnixStreamServer that handles each connection in a new thread."""
 
     class ThreadingUnixDatagramServer(ThreadingMixIn, UnixDatagramServer):
-        pass
+        """UnixDatagramServer that handles each datagram in a new thread."""
 
     class ThreadPoolUnixStreamServer(ThreadPoolMixIn, UnixStreamServer):
         """UnixStreamServer whose connections run on a bounded pool of reusable threads."""
@@ -72,10 +74,10 @@ if hasattr(__import__("socket"), "AF_UNIX"):
     if hasattr(os, "fork"):
 
         class ForkingUnixStreamServer(ForkingMixIn, UnixStreamServer):
-            pass
+            """UnixStreamServer that handles each connection in a child process."""
 
         class ForkingUnixDatagramServer(ForkingMixIn, UnixDatagramServer):
-            pass
+            """UnixDatagramServer that handles each datagram in a child process."""
 
         __all__ += ["ForkingUnixStreamServer", "ForkingUnixDatagramServer"]
 

@@ -3,6 +3,7 @@ import sys
 from typing import Literal
 
 from ._version import __version__ as __version__
+from .activation import listen_fds as listen_fds
 from .greenlets import (
     GreenletMixIn as GreenletMixIn,
     GreenletTCPServer as GreenletTCPServer,
@@ -26,6 +27,7 @@ __all__ = [
     "ThreadingMixIn",
     "ThreadPoolMixIn", "ThreadPoolTCPServer", "ThreadPoolUDPServer",
     "GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "connect", "sleep", "to_thread",
+    "listen_fds",
 ]
 
 # Which engine runs: "compiled", or "python" when the compiled modules can't be imported

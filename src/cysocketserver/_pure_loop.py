@@ -11,7 +11,7 @@ import selectors
 import threading
 from time import monotonic
 
-from .core.policy import INTAKE_ACCEPT, INTAKE_RECVFROM, RESOURCE_ERRNOS
+from .core.policy import INTAKE_ACCEPT, INTAKE_RECVFROM
 
 __all__ = ["ServeLoop", "Poller"]
 
@@ -183,6 +183,11 @@ class ServeLoop:
         return timeout
 
     def _take(self, plan):
+        # Woken by one party (a free thread) while the connection limit still says no: take
+        # nothing, and stop watching until there is room.
+        room = plan.room
+        if room is not None and not self._still_taking(room):
+            return
         intake = plan.intake
         if intake == INTAKE_ACCEPT:
             self._accept_batch(plan)
@@ -190,6 +195,9 @@ class ServeLoop:
             self._recvfrom_batch(plan)
         else:
             plan.take_one()
+            can_take = plan.can_take
+            if can_take is not None:
+                self._still_taking(can_take)
 
     def _accept_batch(self, plan):
         listener = plan.listener
@@ -202,10 +210,11 @@ class ServeLoop:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
+                pause = plan.intake_error(exc.errno)
                 if exc.errno in _CLIENT_GAVE_UP:
                     continue
-                if exc.errno in RESOURCE_ERRNOS:
-                    self.back_off(plan.backoff.next_pause())
+                if pause:
+                    self.back_off(pause)
                 # Anything else the stdlib would swallow as well.
                 return
             if self._backing_off:
@@ -225,8 +234,9 @@ class ServeLoop:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in RESOURCE_ERRNOS:
-                    self.back_off(plan.backoff.next_pause())
+                pause = plan.intake_error(exc.errno)
+                if pause:
+                    self.back_off(pause)
                 return
             admit((data, listener), client_address)
             if self._stop:

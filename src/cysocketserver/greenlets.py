@@ -16,6 +16,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from time import monotonic
 
 import _socket
@@ -156,14 +157,16 @@ class GreenSocket(socket.socket):
     The descriptor itself is non-blocking; ``settimeout()``/``gettimeout()`` keep the timeout
     you set, and a call that runs out of it raises ``TimeoutError('timed out')`` as the
     stdlib's does.  The compiled ``rfile``/``wfile`` drive the descriptor directly and wait
-    through ``_cysocketserver_wait``.
+    through ``_cysocketserver_wait``.  On a greenlet server, the bytes its recv/send methods
+    move are counted in the server's ``stats()`` (``_meter``).
     """
 
-    __slots__ = ("_coop_timeout", "_hub")
+    __slots__ = ("_coop_timeout", "_hub", "_meter")
 
     def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
         super().__init__(family, type, proto, fileno)
         self._hub = None
+        self._meter = None
         self._coop_timeout = socket.getdefaulttimeout()
         _ss.settimeout(self, 0.0)
         hub = _existing_hub()
@@ -233,10 +236,16 @@ class GreenSocket(socket.socket):
     # -- the blocking calls -----------------------------------------------------------------------
 
     def recv(self, bufsize, flags=0, /):
-        return self._io(_ss.recv, POLLIN, bufsize, flags)
+        data = self._io(_ss.recv, POLLIN, bufsize, flags)
+        if self._meter is not None:
+            self._meter.received += len(data)
+        return data
 
     def recv_into(self, buffer, nbytes=0, flags=0):
-        return self._io(_ss.recv_into, POLLIN, buffer, nbytes, flags)
+        got = self._io(_ss.recv_into, POLLIN, buffer, nbytes, flags)
+        if self._meter is not None:
+            self._meter.received += got
+        return got
 
     def recvfrom(self, bufsize, flags=0, /):
         return self._io(_ss.recvfrom, POLLIN, bufsize, flags)
@@ -245,7 +254,10 @@ class GreenSocket(socket.socket):
         return self._io(_ss.recvfrom_into, POLLIN, buffer, nbytes, flags)
 
     def send(self, data, flags=0, /):
-        return self._io(_ss.send, POLLOUT, data, flags)
+        sent = self._io(_ss.send, POLLOUT, data, flags)
+        if self._meter is not None:
+            self._meter.sent += sent
+        return sent
 
     def sendto(self, data, /, *flags_and_address):
         return self._io(_ss.sendto, POLLOUT, data, *flags_and_address)
@@ -255,18 +267,22 @@ class GreenSocket(socket.socket):
             total = len(remaining)
             sent = 0
             deadline = None
-            while sent < total:
-                try:
-                    sent += _ss.send(self, remaining[sent:], flags)
-                    continue
-                except BlockingIOError:
-                    timeout = self._coop_timeout
-                    if timeout == 0.0:
-                        raise
-                if deadline is None:
-                    deadline = -1.0 if timeout is None else monotonic() + timeout
-                if self._cysocketserver_wait(_ss.fileno(self), POLLOUT, deadline):
-                    raise TimeoutError("timed out")
+            try:
+                while sent < total:
+                    try:
+                        sent += _ss.send(self, remaining[sent:], flags)
+                        continue
+                    except BlockingIOError:
+                        timeout = self._coop_timeout
+                        if timeout == 0.0:
+                            raise
+                    if deadline is None:
+                        deadline = -1.0 if timeout is None else monotonic() + timeout
+                    if self._cysocketserver_wait(_ss.fileno(self), POLLOUT, deadline):
+                        raise TimeoutError("timed out")
+            finally:
+                if self._meter is not None:
+                    self._meter.sent += sent
 
     def sendfile(self, file, offset=0, count=None):
         # os.sendfile would wait in a selector; send() parks the greenlet instead.
@@ -407,6 +423,7 @@ class HubWaiter:
 class Greenlets(Inline):
     """A greenlet per request, all on the hub of the thread that serves: GreenletMixIn's model."""
 
+    name = "greenlets"
     request_class = GreenSocket
     cooperative = True
 
@@ -415,15 +432,33 @@ class Greenlets(Inline):
         st = server._greenlet_state
         hub = get_hub()
         st.hub = hub
-        request = _cooperative(request)
+        registry = server._connection_registry
+        cooperative = _cooperative(request)
+        if cooperative is not request:
+            entry = registry.replace(request, cooperative)
+            request = cooperative
+        else:
+            entry = registry.get(request)
         glet = hub.spawn(target, request, client_address)
         # For the hub's block warnings.
         glet.cysocketserver_label = (server.RequestHandlerClass, client_address)
         st.handlers[glet] = request
         st.idle.clear()
-        entry = server._connection_registry.get(request)
         if entry is not None:
             entry.holder = glet
+            if isinstance(request, GreenSocket):
+                request._meter = entry.meter
+
+    def nap(self, seconds):
+        """In the hub's thread the handlers must run meanwhile: sleep on the hub."""
+        hub = self.server._greenlet_state.hub
+        if hub is not None and hub.thread_ident == threading.get_ident():
+            hub.sleep(seconds)
+        else:
+            time.sleep(seconds)
+
+    def stats(self):
+        return {"greenlets_running": len(self.server._greenlet_state.handlers)}
 
     def close(self, block):
         pass  # GreenletMixIn.server_close() drains or kills its greenlets itself
@@ -453,7 +488,8 @@ class GreenletMixIn:
     clients are accepted and closed at once (reset), never left hanging in the backlog.
     ``hub_block_warning``: seconds; a greenlet that keeps the hub longer without waiting is
     reported with a HubBlockedWarning (default: the CYSOCKETSERVER_HUB_BLOCK_WARNING
-    environment variable, or off).
+    environment variable, or off).  With a ``drain_timeout``, that wait after shutdown() (and
+    server_close()'s) lasts at most that long; the connections still open are then cut.
     """
 
     block_on_close = True
@@ -481,6 +517,8 @@ class GreenletMixIn:
     # -- serving ---------------------------------------------------------------------------------
 
     def serve_forever(self, poll_interval=0.5):
+        """Serve on this thread's hub until shutdown(); then, with block_on_close, wait for the
+        running handlers (at most drain_timeout, when one is set) before returning."""
         st, hub = self._enter_hub()
         st.is_shut_down.clear()
         st.serving = getcurrent()
@@ -498,6 +536,8 @@ class GreenletMixIn:
         if st.draining:
             refuser = self._refuse_while_draining(st, hub)
             try:
+                # With a drain_timeout: wait that long, then cut the connections still open.
+                self._drain()
                 self._greenlet_drain(st, hub)
             finally:
                 st.draining = False
@@ -573,17 +613,23 @@ class GreenletMixIn:
 
         def refuse():
             reset = struct.pack("ii", 1, 0)
-            with policy.listening(self, fd, True):
-                while st.draining:
-                    if hub.wait_fd(fd, POLLIN, monotonic() + HubWaiter.NAP) or not st.draining:
-                        continue
-                    try:
-                        conn, _address = sock.accept()
-                    except OSError:
-                        continue
-                    with contextlib.suppress(OSError):
-                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, reset)
-                    conn.close()
+            try:
+                with policy.listening(self, fd, True):
+                    # Until the drain ends, or server_close() (from another thread) closes the
+                    # listener: then there is nothing left to refuse.
+                    while st.draining and sock.fileno() == fd:
+                        if hub.wait_fd(fd, POLLIN, monotonic() + HubWaiter.NAP) or not st.draining:
+                            continue
+                        try:
+                            conn, _address = sock.accept()
+                        except OSError:
+                            continue
+                        with contextlib.suppress(OSError):
+                            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, reset)
+                        conn.close()
+            except OSError:
+                pass  # the listener was closed under us
+            finally:
                 hub.forget_fd(fd)
 
         return hub.spawn(refuse)
@@ -600,6 +646,8 @@ class GreenletMixIn:
         self._greenlet_drain(st, hub)
 
     def server_close(self):
+        """Close the server; then, in the hub's thread, wait for the handlers (block_on_close)
+        or end them with GreenletExit."""
         super().server_close()
         st = self._greenlet_state
         hub = st.hub
@@ -615,20 +663,20 @@ class GreenletMixIn:
 
 
 class GreenletTCPServer(GreenletMixIn, TCPServer):
-    pass
+    """TCPServer whose connections each run in a greenlet on the serving thread's hub."""
 
 
 class GreenletUDPServer(GreenletMixIn, UDPServer):
-    pass
+    """UDPServer whose datagrams each run in a greenlet on the serving thread's hub."""
 
 
 if hasattr(socket, "AF_UNIX"):
     from .servers import UnixDatagramServer, UnixStreamServer
 
     class GreenletUnixStreamServer(GreenletMixIn, UnixStreamServer):
-        pass
+        """UnixStreamServer whose connections each run in a greenlet on the hub."""
 
     class GreenletUnixDatagramServer(GreenletMixIn, UnixDatagramServer):
-        pass
+        """UnixDatagramServer whose datagrams each run in a greenlet on the hub."""
 
     __all__ += ["GreenletUnixStreamServer", "GreenletUnixDatagramServer"]

@@ -18,7 +18,13 @@ if hasattr(os, "fork"):
     from .models.forks import ForkPerRequest
 
     class ForkingMixIn:
-        """Handle each request in a child process."""
+        """Handle each request in a child process.
+
+        ``max_children`` (default 40) bounds the children alive at once; ``block_on_close``
+        makes server_close() wait for them; ``timeout`` (300 s) is handle_request()'s.  The
+        connection guards (max_connections, idle_timeout, ...) are refused: the child owns
+        each connection.
+        """
 
         timeout = 300
         active_children = None
@@ -54,21 +60,29 @@ if hasattr(os, "fork"):
                     children.discard(reaped)
 
         def handle_timeout(self):
+            """Reap finished children."""
             self.collect_children()
 
         def service_actions(self):
+            """Reap finished children (after each wake-up of serve_forever())."""
             self.collect_children()
 
         def process_request(self, request, client_address):
+            """Fork a child that handles the request and exits."""
             self._model.start(None, request, client_address)
 
         def server_close(self):
+            """Close the server, then wait for the children if block_on_close."""
             super().server_close()
             self._model.close(self.block_on_close)
 
 
 class ThreadingMixIn:
-    """Handle each request in a new thread."""
+    """Handle each request in a new thread.
+
+    ``daemon_threads``: the threads do not hold up the interpreter's exit; ``block_on_close``
+    (default True): server_close() waits for the non-daemon threads.
+    """
 
     daemon_threads = False
     block_on_close = True
@@ -76,12 +90,17 @@ class ThreadingMixIn:
     _concurrency = ThreadPerRequest
 
     def process_request_thread(self, request, client_address):
+        """What each request's thread runs: finish_request(), handle_error() on an exception,
+        shutdown_request() always."""
         policy.serve_request(self, request, client_address)
 
     def process_request(self, request, client_address):
+        """Start a thread that runs process_request_thread()."""
         self._model.start(self.process_request_thread, request, client_address)
 
     def server_close(self):
+        """Close the server (draining first with a drain_timeout), then wait for the request
+        threads if block_on_close."""
         super().server_close()
         if "_model_" in vars(self):  # nothing to wait for if no request ever came
             self._model.close(self.block_on_close)

@@ -2,9 +2,10 @@
 import socket
 import sys
 import traceback
+from time import monotonic
 
 from . import _engine
-from .core import policy
+from .core import guards, policy, stats
 from .core.policy import default_hook, noop_hook
 from .core.registry import ConnectionRegistry
 from .models import Inline
@@ -22,15 +23,41 @@ class BaseServer:
     is the concurrency model's business (``_concurrency``: the plain servers handle each
     request in the serving thread; the mix-ins pick a thread, a process, a pooled thread or a
     greenlet).
+
+    The guards, class attributes like ``timeout`` (None means off, the stdlib's behaviour; a bad
+    value raises TypeError or ValueError when the server is built or starts serving):
+
+    ``max_connections``
+        At this many live connections the server stops accepting (the kernel's listen backlog
+        holds the rest) and resumes below it.
+    ``max_connections_per_client``
+        A connection from a host that already has this many is closed at once, before
+        verify_request() and without a handler, and counted as rejected.
+    ``idle_timeout``
+        Seconds: a connection that has received no byte for this long is shut down by the
+        server, whatever its handler is doing; the handler's pending read returns end-of-stream.
+    ``drain_timeout``
+        Seconds: server_close() stops accepting, lets running handlers finish for up to this
+        long, then shuts down the connections still open and returns.
+
+    ``stats()`` returns the server's figures as a dict.  The guards act on stream connections
+    (TCP, Unix stream); ForkingMixIn refuses them, since its children own the connections.
     """
 
     timeout = None
+    max_connections = None
+    max_connections_per_client = None
+    idle_timeout = None
+    drain_timeout = None
     _concurrency = Inline
 
     def __init__(self, server_address, RequestHandlerClass):
+        """Remember the address and handler class; check the guards (TypeError/ValueError)."""
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
         self._loop = self._make_loop()
+        self.__dict__["_started_at_"] = monotonic()
+        guards.check(self)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -55,8 +82,25 @@ class BaseServer:
         try:
             return self.__dict__["_connection_registry_"]
         except KeyError:
-            registry = self.__dict__["_connection_registry_"] = ConnectionRegistry()
+            engine = _engine.current()
+            registry = ConnectionRegistry(engine.Counters(), engine.Meter)
+            self.__dict__["_engine_name_"] = engine.name
+            self.__dict__["_connection_registry_"] = registry
             return registry
+
+    @property
+    def _started_at(self):
+        return self.__dict__.setdefault("_started_at_", monotonic())
+
+    @property
+    def _engine_name(self):
+        self._connection_registry
+        return self.__dict__["_engine_name_"]
+
+    def _meter_for(self, request):
+        """The byte meter of a live connection (StreamRequestHandler's streams count into it)."""
+        registry = self.__dict__.get("_connection_registry_")
+        return None if registry is None else registry.meter_for(request)
 
     @property
     def _model(self):
@@ -70,8 +114,44 @@ class BaseServer:
         model = self._model
         plan = policy.make_plan(self, model)
         model.attach(self._loop)
+        guards.attach(self, plan.guards, self._loop)
+        self._start_idle_sweep(plan.guards.idle_timeout if plan.track_connections else None)
         self.__dict__["_plan_"] = plan
         return plan
+
+    def _start_idle_sweep(self, idle_timeout):
+        sweep = self.__dict__.get("_idle_sweep_")
+        if sweep is not None and sweep.running and sweep.idle_timeout == idle_timeout:
+            return
+        self._stop_idle_sweep()
+        if idle_timeout is not None:
+            self.__dict__["_idle_sweep_"] = guards.IdleSweep(self, idle_timeout)
+
+    def _stop_idle_sweep(self):
+        sweep = self.__dict__.pop("_idle_sweep_", None)
+        if sweep is not None:
+            sweep.stop()
+
+    def stats(self):
+        """A snapshot of the server's figures, as a dict:
+
+        ``connections_active``; the totals since the server was built: ``connections_total``
+        (every accepted stream connection), ``connections_rejected_total`` (closed by
+        max_connections_per_client), ``idle_closed_total`` (by idle_timeout),
+        ``drain_finished_total`` and ``drain_cut_total`` (by server_close()'s drain),
+        ``handler_errors_total`` (exceptions passed to handle_error()), ``accept_errors_total``
+        (failed accept()/recvfrom() calls), ``bytes_received_total`` and ``bytes_sent_total``
+        (through the handlers' rfile/wfile and the greenlet servers' cooperative sockets);
+        ``uptime_seconds``; ``server``, ``model``, ``engine``; and the concurrency model's own
+        figures: ``threads_running`` (ThreadingMixIn), ``pool_threads_busy``/``_idle``/``_max``
+        (ThreadPoolMixIn), ``greenlets_running`` (GreenletMixIn), ``children_active``
+        (ForkingMixIn).
+
+        Not counted: bytes a threaded handler moves with the socket's own recv()/send(), an
+        unbuffered rfile (rbufsize 0) or a buffered wfile (wbufsize > 0), datagrams, and
+        anything done in ForkingMixIn's children.
+        """
+        return stats.snapshot(self)
 
     # -- serving ---------------------------------------------------------------------------------
 
@@ -118,9 +198,12 @@ class BaseServer:
         plan = self.__dict__.get("_plan_") or self._plan()
         try:
             request, client_address = self.get_request()
+        except BlockingIOError:
+            return  # another process took it (a listener shared after fork)
         except OSError as exc:
-            if exc.errno in policy.RESOURCE_ERRNOS:
-                self._loop.back_off(plan.backoff.next_pause())
+            pause = plan.intake_error(exc.errno)
+            if pause:
+                self._loop.back_off(pause)
             return
         plan.backoff.reset()
         plan.admit(request, client_address)
@@ -141,7 +224,13 @@ class BaseServer:
 
     def server_close(self):
         """Release the server's resources; the mix-ins also wait for their requests here."""
+        self._stop_idle_sweep()
         self._loop.close()
+
+    def _drain(self):
+        """With a drain_timeout: wait for the open connections, then cut the rest."""
+        if "_connection_registry_" in self.__dict__:
+            guards.drain(self, self._model.nap)
 
     @default_hook
     def finish_request(self, request, client_address):
@@ -172,6 +261,13 @@ class BaseServer:
 
 
 class TCPServer(BaseServer):
+    """A server on a stream socket (TCP by default): each connection is one request.
+
+    ``TCPServer(server_address, RequestHandlerClass, bind_and_activate=True)`` binds and
+    listens at once unless told not to.  ``from_socket(sock, RequestHandlerClass)`` serves a
+    listening socket made elsewhere (inherited from systemd, see ``listen_fds()``).
+    """
+
     address_family = socket.AF_INET
     socket_type = socket.SOCK_STREAM
     request_queue_size = 5
@@ -203,9 +299,33 @@ class TCPServer(BaseServer):
     def server_activate(self):
         self.socket.listen(self.request_queue_size)
 
+    @classmethod
+    def from_socket(cls, sock, RequestHandlerClass):
+        """A server on ``sock``, a socket that is already bound (and listening, for a stream
+        socket): inherited from a service manager (``listen_fds()``) or made by the caller.
+
+        As the stdlib's idiom ``cls(address, Handler, bind_and_activate=False)`` followed by
+        assigning ``server.socket``: __init__ runs (so subclasses' own setup does), but neither
+        server_bind() nor server_activate() is called, keeping the backlog the socket was
+        given.  The server takes ownership: server_close() closes ``sock``.
+        """
+        if sock.type != cls.socket_type:
+            raise ValueError("%s serves %s sockets, not %s"
+                             % (cls.__name__, socket.SocketKind(cls.socket_type).name,
+                                socket.SocketKind(sock.type).name))
+        address = sock.getsockname()
+        server = cls(address, RequestHandlerClass, bind_and_activate=False)
+        server.socket.close()
+        server.socket = sock
+        server.address_family = sock.family
+        server.server_address = address
+        return server
+
     def server_close(self):
+        """Close the listener; with a drain_timeout, then drain (see BaseServer)."""
         BaseServer.server_close(self)
         self.socket.close()
+        self._drain()
 
     @default_hook
     def fileno(self):
@@ -228,6 +348,9 @@ class TCPServer(BaseServer):
 
 
 class UDPServer(TCPServer):
+    """A server on a datagram socket (UDP by default): each datagram is one request, handed to
+    the handler as ``(data, socket)``."""
+
     allow_reuse_address = False
     allow_reuse_port = False
     socket_type = socket.SOCK_DGRAM
@@ -253,7 +376,11 @@ class UDPServer(TCPServer):
 if hasattr(socket, "AF_UNIX"):
 
     class UnixStreamServer(TCPServer):
+        """TCPServer on a Unix stream socket: ``server_address`` is a filesystem path."""
+
         address_family = socket.AF_UNIX
 
     class UnixDatagramServer(UDPServer):
+        """UDPServer on a Unix datagram socket: ``server_address`` is a filesystem path."""
+
         address_family = socket.AF_UNIX

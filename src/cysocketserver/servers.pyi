@@ -29,6 +29,11 @@ class BaseServer:
     allow_reuse_address: bool
     request_queue_size: int
     timeout: float | None
+    # The guards: None means off.
+    max_connections: int | None
+    max_connections_per_client: int | None
+    idle_timeout: float | None
+    drain_timeout: float | None
     RequestHandlerClass: Callable[[Any, _RetAddress, Self], BaseRequestHandler]
     def __init__(
         self,
@@ -53,6 +58,7 @@ class BaseServer:
     def shutdown_request(self, request: _RequestType) -> None: ...
     def close_request(self, request: _RequestType) -> None: ...
     def handle_error(self, request: _RequestType, client_address: _RetAddress) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
     def __enter__(self) -> Self: ...
     def __exit__(
         self,
@@ -71,6 +77,12 @@ class TCPServer(BaseServer):
         RequestHandlerClass: Callable[[Any, _RetAddress, Self], BaseRequestHandler],
         bind_and_activate: bool = True,
     ) -> None: ...
+    @classmethod
+    def from_socket(
+        cls,
+        sock: _socket,
+        RequestHandlerClass: Callable[[Any, _RetAddress, Self], BaseRequestHandler],
+    ) -> Self: ...
     def fileno(self) -> int: ...
     def get_request(self) -> tuple[_socket, _RetAddress]: ...
 

@@ -3,7 +3,9 @@
 - which of a server's hooks are overridden (one mechanism: the markers below);
 - the plan for one serve_forever()/handle_request() call, as plain data the engine reads;
 - the per-request order and its exception semantics (``make_admit`` and ``serve_request``);
-- the handle_request() timeout, the accept back-off and the batch size.
+- the handle_request() timeout, the accept back-off and the batch size;
+- where the guards (``core.guards``) act on a request: the per-client limit at admission, the
+  max_connections gate in ``can_take``, the counting of handler and accept errors.
 """
 import contextlib
 import errno
@@ -11,12 +13,14 @@ import os
 import socket
 from typing import Any, Callable, Optional
 
+from . import guards as _guards
+
 __all__ = [
     "BATCH", "PAUSE_FIRST", "PAUSE_MAX", "RESOURCE_ERRNOS",
     "INTAKE_HOOKS", "INTAKE_ACCEPT", "INTAKE_RECVFROM",
     "default_hook", "noop_hook", "is_default", "is_noop",
     "Backoff", "Plan", "make_plan", "make_admit", "serve_request", "release",
-    "request_timeout", "listening",
+    "request_timeout", "listening", "intake_error",
 ]
 
 # Requests taken per wake-up of the listener: enough to drain a burst, few enough to stay fair
@@ -116,11 +120,14 @@ def listening(server, fd, nonblocking):
 # -- the per-request order ----------------------------------------------------------------------
 
 def release(server, request):
-    """The end of a request's life: shutdown_request(), and out of the connection registry."""
+    """The end of a request's life: out of the connection registry, and shutdown_request().
+
+    In that order: once out of the registry, the guards can no longer cut the connection, so
+    they never shut down a descriptor number that closing has handed to a newer connection."""
     try:
-        server.shutdown_request(request)
-    finally:
         server._connection_registry.discard(request)
+    finally:
+        server.shutdown_request(request)
 
 
 def serve_request(server, request, client_address):
@@ -130,9 +137,19 @@ def serve_request(server, request, client_address):
     try:
         server.finish_request(request, client_address)
     except Exception:
+        server._connection_registry.counters.handler_error()
         server.handle_error(request, client_address)
     finally:
         release(server, request)
+
+
+def intake_error(server, plan, err):
+    """accept() (or recvfrom()) failed with ``err``: count it, and return how long to leave the
+    listener alone (0: go on; the engine retries EINTR and stops a batch at EAGAIN itself)."""
+    server._connection_registry.counters.accept_error()
+    if err in RESOURCE_ERRNOS:
+        return plan.backoff.next_pause()
+    return 0.0
 
 
 def make_admit(server, plan):
@@ -143,7 +160,9 @@ def make_admit(server, plan):
     exceptions propagate.  Hooks left as this package defines them are not called through
     their frames: the result is the same."""
     registry = server._connection_registry
+    counters = registry.counters
     track = registry.add if plan.track_connections else None
+    per_client = plan.guards.max_connections_per_client
     verify = None if is_default(server, "verify_request") else server.verify_request
     inline = plan.inline
     skip_release = plan.skip_release
@@ -153,7 +172,12 @@ def make_admit(server, plan):
 
     def admit(request, client_address):
         if track is not None:
-            track(request, client_address)
+            entry = track(request, client_address)
+            if per_client is not None and registry.peer_count(entry) > per_client:
+                # Too many from that host: closed at once, no handler, no verify_request().
+                counters.connection_rejected()
+                release(server, request)
+                return
         if verify is not None and not verify(request, client_address):
             release(server, request)
             return
@@ -166,6 +190,7 @@ def make_admit(server, plan):
             else:
                 process(request, client_address)
         except Exception:
+            counters.handler_error()
             handle_error(request, client_address)
             release(server, request)
         except BaseException:
@@ -203,14 +228,19 @@ class Plan:
     track_connections: bool       # stream connections go into the registry
     nonblocking: bool             # the listener is non-blocking while serving
     can_take: Optional[Callable[[], bool]]   # asked after each request; None: always
+    room: Optional[Callable[[], bool]]       # asked before taking: under max_connections
+    intake_error: Callable[[int], float]     # accept()/recvfrom() failed: pause seconds
+    guards: Any                   # core.guards.Guards
 
 
 def make_plan(server, model):
     """The plan for ``server`` as its hooks are now, run by the concurrency ``model``: it gives
     the batch (1 where the stdlib's one request per wake-up matters, as for ForkingMixIn's
     max_children), the class of accepted sockets, whether the listener is waited on through a
-    hub (then it is always non-blocking), and whether it can refuse work (``can_take``)."""
+    hub (then it is always non-blocking), and whether it can refuse work (``can_take``: the
+    model's answer, and room under max_connections)."""
     plan = Plan()
+    plan.guards = guards = _guards.settings(server)
     batch = model.batch
     request_class = model.request_class
     cooperative = model.cooperative
@@ -245,6 +275,18 @@ def make_plan(server, model):
     plan.track_connections = sock is not None and getattr(sock, "type", None) == socket.SOCK_STREAM
     plan.nonblocking = cooperative or plan.intake != INTAKE_HOOKS
     plan.admit = make_admit(server, plan)
-    # Asked after every request only where the model can say no.
-    plan.can_take = None if getattr(model, "always_takes", False) else model.can_take
+    plan.intake_error = lambda err: intake_error(server, plan, err)
+    # Asked around every request only where the model or the limit can say no.
+    model_can_take = None if getattr(model, "always_takes", False) else model.can_take
+    limit = guards.max_connections if plan.track_connections else None
+    if limit is None:
+        plan.room = None
+        plan.can_take = model_can_take
+    else:
+        registry = server._connection_registry
+        plan.room = room = lambda: len(registry) < limit
+        if model_can_take is None:
+            plan.can_take = room
+        else:
+            plan.can_take = lambda: len(registry) < limit and model_can_take()
     return plan

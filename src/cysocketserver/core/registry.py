@@ -4,47 +4,123 @@ The serve policy adds each accepted stream connection before verify_request() an
 when its request is released (``policy.release``), whichever concurrency model ran it.  Limits,
 idle timeouts, drain and statistics read it; the count is one ``len()``.
 
-Adding and discarding are single dict operations, atomic under the GIL, so handler threads and
-the serving thread may call them concurrently.
+It also keeps what the guards need and nothing the engine has to know about: how many live
+connections each peer host has (``max_connections_per_client``), each connection's byte meter
+(the engine's ``Meter``, which the streams add to), and the server's ``Counters``, to which an
+ended connection's bytes are added.
+
+One lock guards adding, discarding and cutting: handler threads discard while the serving thread
+adds, and a connection must not be cut (``shutdown()`` on its descriptor) while its owner closes
+it, or the descriptor number could already belong to a newer connection.
 """
+import socket
 import threading
 from time import monotonic
 
-__all__ = ["Connection", "ConnectionRegistry"]
+__all__ = ["Connection", "ConnectionRegistry", "peer_of"]
+
+
+def peer_of(client_address):
+    """The host a client connects from (what ``max_connections_per_client`` counts), or None
+    where the address names no host (Unix sockets)."""
+    if type(client_address) is tuple and client_address:
+        return client_address[0]
+    return None
 
 
 class Connection:
-    """One live connection: its socket, the peer, when it started, when it was last active,
-    and who holds it (the thread or greenlet running its handler, None while queued)."""
+    """One live connection: its socket, the peer, when it started, when it was last seen active,
+    who holds it (the thread or greenlet running its handler, None while queued), and its
+    byte ``meter``."""
 
-    __slots__ = ("request", "client_address", "started", "last_activity", "holder")
+    __slots__ = ("request", "client_address", "peer", "started", "last_activity", "holder",
+                 "meter", "seen_received", "next_check")
 
-    def __init__(self, request, client_address, now):
+    def __init__(self, request, client_address, now, meter):
         self.request = request
         self.client_address = client_address
+        self.peer = peer_of(client_address)
         self.started = self.last_activity = now
         self.holder = None
+        self.meter = meter
+        # For the idle sweep (core.guards): the byte count it last saw, and when to look again.
+        self.seen_received = 0
+        self.next_check = 0.0
 
     def __repr__(self):
         return "<Connection %r since %.3f>" % (self.client_address, self.started)
 
 
 class ConnectionRegistry:
-    __slots__ = ("_live", "__weakref__")
+    """The live connections of one server, with their per-peer counts and byte meters."""
 
-    def __init__(self):
+    __slots__ = ("_live", "_per_peer", "_lock", "counters", "_meter_class", "on_room",
+                 "drain_lock", "__weakref__")
+
+    def __init__(self, counters, meter_class):
         self._live = {}
+        self._per_peer = {}
+        self._lock = threading.Lock()
+        self.counters = counters
+        self._meter_class = meter_class
+        # Called (from any thread) whenever a connection leaves: the max_connections gate.
+        self.on_room = None
+        # Held while server_close() drains (core.guards.drain): one drain at a time.
+        self.drain_lock = threading.Lock()
 
     def add(self, request, client_address):
-        entry = Connection(request, client_address, monotonic())
-        self._live[id(request)] = entry
+        """Register an accepted connection; returns its entry."""
+        entry = Connection(request, client_address, monotonic(), self._meter_class())
+        peer = entry.peer
+        with self._lock:
+            self._live[id(request)] = entry
+            if peer is not None:
+                self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+        self.counters.connection_opened()
         return entry
 
+    def peer_count(self, entry):
+        """How many live connections ``entry``'s peer has, itself included."""
+        return self._per_peer.get(entry.peer, 0)
+
     def discard(self, request):
-        self._live.pop(id(request), None)
+        """Forget a connection (its request is being released); its bytes go to the totals."""
+        with self._lock:
+            entry = self._live.pop(id(request), None)
+            if entry is not None:
+                self._forget_peer(entry)
+                # Under the lock, so that a byte total read meanwhile never goes backwards.
+                self.counters.fold(entry.meter)
+        if entry is not None:
+            on_room = self.on_room
+            if on_room is not None:
+                on_room()
+
+    def _forget_peer(self, entry):
+        peer = entry.peer
+        if peer is not None:
+            left = self._per_peer.get(peer, 0) - 1
+            if left > 0:
+                self._per_peer[peer] = left
+            else:
+                self._per_peer.pop(peer, None)
+
+    def replace(self, old, new):
+        """The request became another object (a greenlet server takes over a plain socket)."""
+        with self._lock:
+            entry = self._live.pop(id(old), None)
+            if entry is not None:
+                entry.request = new
+                self._live[id(new)] = entry
+        return entry
 
     def get(self, request):
         return self._live.get(id(request))
+
+    def meter_for(self, request):
+        """The byte meter of a live connection, or None."""
+        entry = self._live.get(id(request))
+        return None if entry is None else entry.meter
 
     def claim(self, request):
         """Record that the current thread (or greenlet, by the caller) now runs the request."""
@@ -52,6 +128,33 @@ class ConnectionRegistry:
         if entry is not None:
             entry.holder = threading.current_thread()
         return entry
+
+    def cut(self, entries):
+        """End the connections still live among ``entries`` whatever their handlers are doing:
+        ``shutdown(SHUT_RDWR)``, so a pending read returns end-of-stream and a pending write
+        fails.  Their handlers then finish and release them as usual.  Returns how many."""
+        cut = 0
+        with self._lock:
+            for entry in entries:
+                if self._live.get(id(entry.request)) is not entry:
+                    continue  # released meanwhile
+                try:
+                    entry.request.shutdown(socket.SHUT_RDWR)
+                except (OSError, AttributeError):
+                    continue  # already shut down or closed
+                cut += 1
+        return cut
+
+    def byte_totals(self):
+        """(received, sent) so far: the ended connections' bytes and the live ones'."""
+        counters = self.counters
+        with self._lock:
+            received = counters.bytes_received_closed
+            sent = counters.bytes_sent_closed
+            for entry in self._live.values():
+                received += entry.meter.received
+                sent += entry.meter.sent
+        return received, sent
 
     def __len__(self):
         return len(self._live)
@@ -64,6 +167,9 @@ class ConnectionRegistry:
         process_request() of the user's that shut it down itself); returns how many."""
         closed = [key for key, entry in list(self._live.items())
                   if getattr(entry.request, "fileno", lambda: -1)() == -1]
-        for key in closed:
-            self._live.pop(key, None)
+        with self._lock:
+            for key in closed:
+                entry = self._live.pop(key, None)
+                if entry is not None:
+                    self._forget_peer(entry)
         return len(closed)

@@ -7,6 +7,10 @@ __all__ = ["ForkPerRequest"]
 
 
 class ForkPerRequest(Inline):
+    name = "forks"
+    # The child process owns each connection: the parent forgets it at once, so the guards that
+    # act on live connections cannot apply (core.guards refuses them).
+    keeps_connections = False
     # One request per wake-up, as in the stdlib: ForkingMixIn enforces max_children in
     # service_actions(), which must run between every two requests.
     batch = 1
@@ -35,6 +39,9 @@ class ForkPerRequest(Inline):
                 server.shutdown_request(request)
             finally:
                 os._exit(exit_status)
+
+    def stats(self):
+        return {"children_active": len(self.server.active_children or ())}
 
     def close(self, block):
         self.server.collect_children(blocking=block)

@@ -13,7 +13,9 @@ __all__ = ["PooledThreads"]
 
 
 class PooledThreads(Inline):
+    name = "pool"
     always_takes = False
+
     def __init__(self, server):
         super().__init__(server)
         max_threads = server.max_threads
@@ -49,6 +51,12 @@ class PooledThreads(Inline):
         if entry is not None:
             entry.holder = threading.current_thread()
         target(request, client_address)
+
+    def stats(self):
+        pool = self.pool
+        idle = pool.idle
+        return {"pool_threads_busy": pool.size - idle, "pool_threads_idle": idle,
+                "pool_threads_max": pool.max_threads}
 
     def close(self, block):
         server = self.server

@@ -42,6 +42,8 @@ class NoThreads:
 
 
 class ThreadPerRequest(Inline):
+    name = "threads"
+
     def start(self, target, request, client_address):
         server = self.server
         if server.block_on_close and "_threads" not in vars(server):
@@ -54,6 +56,10 @@ class ThreadPerRequest(Inline):
         if entry is not None:
             entry.holder = thread
         thread.start()
+
+    def stats(self):
+        return {"threads_running": sum(
+            1 for entry in self.server._connection_registry if entry.holder is not None)}
 
     def close(self, block):
         self.server._threads.join()
