@@ -20,7 +20,7 @@ __all__ = [
     "INTAKE_HOOKS", "INTAKE_ACCEPT", "INTAKE_RECVFROM",
     "default_hook", "noop_hook", "is_default", "is_noop",
     "Backoff", "Plan", "make_plan", "make_admit", "serve_request", "release",
-    "request_timeout", "listening", "intake_error",
+    "request_timeout", "listening", "intake_error", "handler_failed",
 ]
 
 # Requests taken per wake-up of the listener: enough to drain a burst, few enough to stay fair
@@ -136,11 +136,20 @@ def serve_request(server, request, client_address):
     Every concurrency model runs its requests through this."""
     try:
         server.finish_request(request, client_address)
-    except Exception:
-        server._connection_registry.counters.handler_error()
-        server.handle_error(request, client_address)
+    except Exception as exc:
+        handler_failed(server, request, client_address, exc)
     finally:
         release(server, request)
+
+
+def handler_failed(server, request, client_address, exc):
+    """A handler raised: count it and call handle_error() -- unless it is the OSError of a
+    connection a guard cut (idle_timeout, drain_timeout), which the guard already counted."""
+    registry = server._connection_registry
+    if isinstance(exc, OSError) and registry.was_cut(request):
+        return
+    registry.counters.handler_error()
+    server.handle_error(request, client_address)
 
 
 def intake_error(server, plan, err):
@@ -168,7 +177,6 @@ def make_admit(server, plan):
     skip_release = plan.skip_release
     process = server.process_request
     shutdown_request = server.shutdown_request
-    handle_error = server.handle_error
 
     def admit(request, client_address):
         if track is not None:
@@ -189,9 +197,8 @@ def make_admit(server, plan):
                     release(server, request)
             else:
                 process(request, client_address)
-        except Exception:
-            counters.handler_error()
-            handle_error(request, client_address)
+        except Exception as exc:
+            handler_failed(server, request, client_address, exc)
             release(server, request)
         except BaseException:
             if skip_release:

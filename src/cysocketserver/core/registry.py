@@ -34,7 +34,7 @@ class Connection:
     byte ``meter``."""
 
     __slots__ = ("request", "client_address", "peer", "started", "last_activity", "holder",
-                 "meter", "seen_received", "next_check")
+                 "meter", "seen_received", "next_check", "cut")
 
     def __init__(self, request, client_address, now, meter):
         self.request = request
@@ -46,6 +46,8 @@ class Connection:
         # For the idle sweep (core.guards): the byte count it last saw, and when to look again.
         self.seen_received = 0
         self.next_check = 0.0
+        # Set when a guard shut the connection down (its handler's I/O then fails).
+        self.cut = False
 
     def __repr__(self):
         return "<Connection %r since %.3f>" % (self.client_address, self.started)
@@ -117,6 +119,11 @@ class ConnectionRegistry:
     def get(self, request):
         return self._live.get(id(request))
 
+    def was_cut(self, request):
+        """Whether a guard shut this live connection down."""
+        entry = self._live.get(id(request))
+        return entry is not None and entry.cut
+
     def meter_for(self, request):
         """The byte meter of a live connection, or None."""
         entry = self._live.get(id(request))
@@ -142,6 +149,7 @@ class ConnectionRegistry:
                     entry.request.shutdown(socket.SHUT_RDWR)
                 except (OSError, AttributeError):
                     continue  # already shut down or closed
+                entry.cut = True
                 cut += 1
         return cut
 
