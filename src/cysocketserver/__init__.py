@@ -14,6 +14,7 @@ from .activation import listen_fds
 from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
 from .mixins import ThreadingMixIn, ThreadPoolMixIn
 from .servers import BaseServer, TCPServer, UDPServer
+from .metrics import prometheus_text
 
 __all__ = [
     "BaseServer", "TCPServer", "UDPServer",
@@ -21,7 +22,7 @@ __all__ = [
     "BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler",
     "ThreadingMixIn",
     "ThreadPoolMixIn", "ThreadPoolTCPServer", "ThreadPoolUDPServer",
-    "listen_fds",
+    "listen_fds", "prometheus_text",
 ]
 
 

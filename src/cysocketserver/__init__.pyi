@@ -4,6 +4,7 @@ from typing import Literal
 
 from ._version import __version__ as __version__
 from .activation import listen_fds as listen_fds
+from .metrics import prometheus_text as prometheus_text
 from .greenlets import (
     GreenletMixIn as GreenletMixIn,
     GreenletTCPServer as GreenletTCPServer,
@@ -27,7 +28,7 @@ __all__ = [
     "ThreadingMixIn",
     "ThreadPoolMixIn", "ThreadPoolTCPServer", "ThreadPoolUDPServer",
     "GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "connect", "sleep", "to_thread",
-    "listen_fds",
+    "listen_fds", "prometheus_text",
 ]
 
 # Which engine runs: "compiled", or "python" when the compiled modules can't be imported

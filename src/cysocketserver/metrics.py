@@ -1,0 +1,143 @@
+"""Servers' statistics in the Prometheus text exposition format, and a small HTTP endpoint that
+serves them (``GET /metrics``).
+
+    from cysocketserver.metrics import prometheus_text, MetricsServer
+
+    text = prometheus_text(server)                  # or {"echo": server, "admin": other}
+    metrics = MetricsServer(("127.0.0.1", 9100), lambda: prometheus_text(server))
+    threading.Thread(target=metrics.serve_forever, daemon=True).start()
+
+The names follow Prometheus' conventions: a ``cysocketserver_`` prefix, base units (seconds,
+bytes), ``_total`` on counters, and each series labelled with the server it belongs to.
+"""
+from ._version import __version__
+from .handlers import StreamRequestHandler
+from .mixins import ThreadingMixIn
+from .servers import TCPServer
+
+__all__ = ["prometheus_text", "MetricsServer", "CONTENT_TYPE"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# stats() key -> (metric name, type, help, extra labels)
+_SERIES = (
+    ("connections_active", "cysocketserver_connections_active", "gauge",
+     "Connections open now.", None),
+    ("connections_total", "cysocketserver_connections_total", "counter",
+     "Stream connections accepted.", None),
+    ("connections_rejected_total", "cysocketserver_connections_rejected_total", "counter",
+     "Connections closed at once by max_connections_per_client.", None),
+    ("idle_closed_total", "cysocketserver_connections_idle_closed_total", "counter",
+     "Connections closed by idle_timeout.", None),
+    ("drain_finished_total", "cysocketserver_drained_connections_total", "counter",
+     "Connections open when server_close() began draining, by how they ended.",
+     ("outcome", "finished")),
+    ("drain_cut_total", "cysocketserver_drained_connections_total", "counter", None,
+     ("outcome", "cut")),
+    ("handler_errors_total", "cysocketserver_handler_errors_total", "counter",
+     "Exceptions passed to handle_error().", None),
+    ("accept_errors_total", "cysocketserver_accept_errors_total", "counter",
+     "Failed accept() or recvfrom() calls.", None),
+    ("bytes_received_total", "cysocketserver_received_bytes_total", "counter",
+     "Bytes received through the handlers' streams.", None),
+    ("bytes_sent_total", "cysocketserver_sent_bytes_total", "counter",
+     "Bytes sent through the handlers' streams.", None),
+    ("uptime_seconds", "cysocketserver_uptime_seconds", "gauge",
+     "Seconds since the server was built.", None),
+    ("threads_running", "cysocketserver_threads_running", "gauge",
+     "Request threads running (ThreadingMixIn).", None),
+    ("pool_threads_busy", "cysocketserver_pool_threads", "gauge",
+     "Pooled threads, by state (ThreadPoolMixIn).", ("state", "busy")),
+    ("pool_threads_idle", "cysocketserver_pool_threads", "gauge", None, ("state", "idle")),
+    ("pool_threads_max", "cysocketserver_pool_threads_max", "gauge",
+     "The pool's max_threads (ThreadPoolMixIn).", None),
+    ("greenlets_running", "cysocketserver_greenlets_running", "gauge",
+     "Handler greenlets running (GreenletMixIn).", None),
+    ("children_active", "cysocketserver_children_active", "gauge",
+     "Child processes alive (ForkingMixIn).", None),
+)
+
+
+def _escape(value):
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(pairs):
+    return "{" + ",".join('%s="%s"' % (name, _escape(value)) for name, value in pairs) + "}"
+
+
+def _number(value):
+    if isinstance(value, float):
+        return repr(value)
+    return str(int(value))
+
+
+def prometheus_text(servers):
+    """The statistics of ``servers`` (one server, or a mapping of names to servers) as
+    Prometheus text.  Each series has a ``server`` label: the mapping's key, or the class
+    name."""
+    if hasattr(servers, "stats"):
+        servers = {type(servers).__name__: servers}
+    snapshots = [(name, server.stats()) for name, server in servers.items()]
+    lines = [
+        "# HELP cysocketserver_info The package and how each server runs.",
+        "# TYPE cysocketserver_info gauge",
+    ]
+    for name, stats in snapshots:
+        lines.append("cysocketserver_info%s 1" % _labels([
+            ("server", name), ("version", __version__), ("engine", stats["engine"]),
+            ("model", stats["model"])]))
+    described = set()
+    for key, metric, kind, help_text, extra in _SERIES:
+        present = [(name, stats[key]) for name, stats in snapshots if key in stats]
+        if not present:
+            continue
+        if metric not in described:
+            described.add(metric)
+            lines.append("# HELP %s %s" % (metric, help_text))
+            lines.append("# TYPE %s %s" % (metric, kind))
+        for name, value in present:
+            pairs = [("server", name)]
+            if extra is not None:
+                pairs.append(extra)
+            lines.append("%s%s %s" % (metric, _labels(pairs), _number(value)))
+    return "\n".join(lines) + "\n"
+
+
+class _MetricsHandler(StreamRequestHandler):
+    """Answers ``GET /metrics`` (HTTP/1.0 and 1.1, one request per connection)."""
+
+    timeout = 10
+
+    def handle(self):
+        request_line = self.rfile.readline(8192)
+        while True:   # the headers: not needed
+            header = self.rfile.readline(8192)
+            if header in (b"\r\n", b"\n", b""):
+                break
+        parts = request_line.split()
+        if len(parts) < 2 or parts[0] not in (b"GET", b"HEAD"):
+            return self._reply(405, "text/plain", b"only GET\n")
+        if parts[1].split(b"?", 1)[0] != b"/metrics":
+            return self._reply(404, "text/plain", b"see /metrics\n")
+        body = self.server.source().encode("utf-8")
+        self._reply(200, CONTENT_TYPE, body if parts[0] == b"GET" else b"", len(body))
+
+    def _reply(self, status, content_type, body, length=None):
+        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}[status]
+        head = ("HTTP/1.0 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+                "Connection: close\r\n\r\n" % (status, reason, content_type,
+                                               len(body) if length is None else length))
+        self.wfile.write(head.encode("ascii") + body)
+
+
+class MetricsServer(ThreadingMixIn, TCPServer):
+    """An HTTP endpoint for Prometheus: ``GET /metrics`` answers ``source()``, a function
+    returning the exposition text (``prometheus_text``)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, server_address, source, bind_and_activate=True):
+        self.source = source
+        super().__init__(server_address, _MetricsHandler, bind_and_activate)
