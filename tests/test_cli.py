@@ -1,9 +1,11 @@
 """``python -m cysocketserver``: the echo command serves, and only the bench command loads the bench."""
+import contextlib
 import os
 import select
 import signal
 import subprocess
 import sys
+import socket
 import time
 
 import pytest
@@ -36,9 +38,7 @@ def echo_command(tmp_path):
             stdout=subprocess.PIPE, stderr=err, env=subprocess_env(), cwd=str(tmp_path))
     try:
         line = read_line(proc, time.monotonic() + TIMEOUT)
-        host_port = line.split(" on ", 1)[1].split(";", 1)[0]
-        host, port = host_port.rsplit(":", 1)
-        yield (host, int(port)), err_path
+        yield address_of(line), err_path
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -47,6 +47,13 @@ def echo_command(tmp_path):
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+def address_of(line):
+    """The (host, port) of the command's "... on HOST:PORT; ..." line ([::1]:PORT for IPv6)."""
+    host_port = line.split(" on ", 1)[1].split(";", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    return host.strip("[]"), int(port)
 
 
 def imported_modules(stderr_text):
@@ -88,3 +95,220 @@ def test_help_names_both_commands():
                           env=subprocess_env())
     assert proc.returncode == 0, proc.stderr
     assert "echo" in proc.stdout and "bench" in proc.stdout
+
+
+# -- the command as a service -----------------------------------------------------------------
+
+
+def run_cli(*args, timeout=TIMEOUT * 4):
+    return subprocess.run([sys.executable, "-m", "cysocketserver", *args], capture_output=True,
+                          text=True, timeout=timeout, env=subprocess_env())
+
+
+@contextlib.contextmanager
+def echo_service(*args):
+    """``python -m cysocketserver echo ARGS``; yields (process, the line it printed)."""
+    proc = subprocess.Popen([sys.executable, "-m", "cysocketserver", "echo", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=subprocess_env())
+    try:
+        yield proc, read_line(proc, time.monotonic() + TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def stop(proc, sig=signal.SIGTERM):
+    proc.send_signal(sig)
+    status = proc.wait(TIMEOUT)
+    return status, proc.stderr.read().decode()
+
+
+def test_version():
+    proc = run_cli("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("cysocketserver ") and "engine" in proc.stdout
+
+
+def test_help_states_the_defaults():
+    proc = run_cli("echo", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    assert "every line a client sends comes back" in text
+    for default in ("(default: 127.0.0.1)", "(default: 9999)", "(default: 10.0)",
+                    "(default: info)", "(default: threading; sync with --udp)"):
+        assert default in text, default
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--port", "99999"], "port must be a number from 0 to 65535"),
+    (["--port", "abc"], "port must be a number"),
+    (["--host", "no-such-host.invalid"], "unknown host"),
+    (["--udp", "--idle-timeout", "3"], "only for stream servers"),
+    (["--max-connections", "0"], "must be at least 1"),
+    (["--idle-timeout", "-1"], "must be a number of seconds"),
+    (["--metrics", "nowhere"], "expected HOST:PORT"),
+])
+def test_mistakes_are_one_line_and_exit_2(args, message):
+    proc = run_cli("echo", *args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_port_in_use_is_one_line_and_exit_2():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_cli("echo", "--port", str(port))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "python -m cysocketserver echo: error: cannot serve on 127.0.0.1:%d: address in use"
+        % port]
+
+
+@pytest.mark.parametrize("server,expected", [
+    ([], "ThreadingTCPServer"), (["--no-threads"], "TCPServer"),
+    (["--server", "pool"], "ThreadPoolTCPServer"), (["--server", "greenlet"], "GreenletTCPServer"),
+    (["--server", "sync"], "TCPServer"),
+])
+def test_server_models(server, expected):
+    with echo_service("--port", "0", *server) as (proc, line):
+        assert "(tcp, %s," % expected in line
+        assert request_reply(address_of(line), b"one\ntwo\n") == b"one\ntwo\n"
+        status, err = stop(proc)
+        assert status == 0, err
+
+
+@pytest.mark.parametrize("server,expected", [([], "UDPServer"), (["--server", "pool"], "ThreadPoolUDPServer")])
+def test_udp(server, expected):
+    with echo_service("--port", "0", "--udp", *server) as (proc, line):
+        assert "(udp, %s," % expected in line
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(TIMEOUT)
+            c.sendto(b"datagram", address_of(line))
+            assert c.recvfrom(100)[0] == b"datagram"
+        assert stop(proc)[0] == 0
+
+
+def _ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_and_dual_stack():
+    with echo_service("--host", "::1", "--port", "0") as (proc, line):
+        host, port = address_of(line)
+        assert host == "::1"
+        assert request_reply((host, port), b"six\n", family=socket.AF_INET6) == b"six\n"
+        assert stop(proc)[0] == 0
+    with echo_service("--host", "::", "--port", "0") as (proc, line):
+        _host, port = address_of(line)
+        assert request_reply(("::1", port), b"six\n", family=socket.AF_INET6) == b"six\n"
+        assert request_reply(("127.0.0.1", port), b"four\n") == b"four\n"
+        assert stop(proc)[0] == 0
+
+
+def test_unix_socket(short_tmp):
+    path = os.path.join(short_tmp, "echo.sock")
+    with echo_service("--unix", path) as (proc, line):
+        assert path in line
+        with socket.socket(socket.AF_UNIX) as c:
+            c.settimeout(TIMEOUT)
+            c.connect(path)
+            c.sendall(b"unix\n")
+            assert c.recv(100) == b"unix\n"
+        assert stop(proc)[0] == 0
+    assert not os.path.exists(path)
+
+
+def test_sigint_drains_and_a_second_sigint_exits_at_once():
+    with echo_service("--port", "0", "--drain-timeout", "30") as (proc, line):
+        with socket.create_connection(address_of(line), timeout=TIMEOUT) as c:
+            c.sendall(b"hi\n")
+            assert c.recv(10) == b"hi\n"
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            assert proc.poll() is None   # draining: the open connection may still finish
+            c.sendall(b"still\n")
+            assert c.recv(10) == b"still\n"
+            began = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(TIMEOUT) == 130
+            assert time.monotonic() - began < 2.0
+
+
+def test_sigterm_with_nothing_open_logs_one_line():
+    with echo_service("--port", "0") as (proc, line):
+        status, err = stop(proc)
+    assert status == 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "SIGTERM" in lines[0] and "0 cut" in lines[0], err
+
+
+def test_guard_flags_reach_the_server():
+    with echo_service("--port", "0", "--max-connections-per-client", "1") as (proc, line):
+        address = address_of(line)
+        with socket.create_connection(address, timeout=TIMEOUT) as first:
+            first.sendall(b"a\n")
+            assert first.recv(10) == b"a\n"
+            with socket.create_connection(address, timeout=TIMEOUT) as second:
+                try:
+                    assert second.recv(10) == b""
+                except ConnectionResetError:
+                    pass
+        assert stop(proc)[0] == 0
+
+
+def test_metrics_endpoint():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with echo_service("--port", "0", "--metrics", "127.0.0.1:%d" % port) as (proc, line):
+        assert request_reply(address_of(line), b"m\n") == b"m\n"
+        metrics_line = read_line(proc, time.monotonic() + TIMEOUT)
+        assert "metrics on http://127.0.0.1:%d/metrics" % port in metrics_line
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            reply = request_reply(("127.0.0.1", port), b"GET /metrics HTTP/1.0\r\n\r\n")
+            if b"cysocketserver_received_bytes_total" in reply and b'"echo"} 2' in reply:
+                break
+            assert time.monotonic() < deadline, reply
+            time.sleep(0.05)
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 200")
+        assert b"text/plain; version=0.0.4" in head
+        assert b'cysocketserver_connections_total{server="echo"} 1' in body
+        assert b"# TYPE cysocketserver_connections_active gauge" in body
+        assert request_reply(("127.0.0.1", port), b"GET / HTTP/1.0\r\n\r\n").startswith(
+            b"HTTP/1.0 404")
+        assert stop(proc)[0] == 0
+
+
+def test_the_command_never_changes_the_package_classes():
+    import cysocketserver
+    from cysocketserver.__main__ import build_parser, build_servers
+
+    before = {name: dict(vars(getattr(cysocketserver, name)))
+              for name in ("TCPServer", "ThreadingTCPServer", "ThreadPoolTCPServer", "UDPServer")}
+    args = build_parser().parse_args(["echo", "--port", "0", "--max-connections", "5"])
+    servers = build_servers(args)
+    try:
+        assert servers[0][0].allow_reuse_address and servers[0][0].daemon_threads
+    finally:
+        for server, _transport in servers:
+            server.server_close()
+    after = {name: dict(vars(getattr(cysocketserver, name))) for name in before}
+    assert before == after
+    assert cysocketserver.ThreadingTCPServer.daemon_threads is False
+    assert cysocketserver.TCPServer.allow_reuse_address is False

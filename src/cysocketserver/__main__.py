@@ -1,8 +1,27 @@
-"""Command line: ``python -m cysocketserver echo --port 9999``, ``python -m cysocketserver bench``."""
+"""Command line: ``python -m cysocketserver echo --port 9999``, ``python -m cysocketserver bench``.
+
+``echo`` runs as a service (``service.run``): SIGTERM or SIGINT drains and exits 0, a second
+SIGINT exits at once; a mistake (a port in use, a bad port, an unknown host) is one line on
+stderr and exit status 2.  It serves on the sockets a service manager passed (``LISTEN_FDS``)
+when there are any.  The package's own classes are never changed: the command subclasses them.
+"""
 import argparse
+import errno
+import logging
+import os
+import socket
+import stat
 import sys
 
 import cysocketserver
+from cysocketserver import service
+from cysocketserver.activation import listen_fds
+
+PROG = "python -m cysocketserver"
+EXIT_USAGE = 2
+DEFAULT_DRAIN_TIMEOUT = 10.0
+
+log = logging.getLogger("cysocketserver")
 
 
 class LineEcho(cysocketserver.StreamRequestHandler):
@@ -20,36 +39,343 @@ class DatagramEcho(cysocketserver.DatagramRequestHandler):
         self.wfile.write(self.rfile.read())
 
 
-def run_echo(args):
-    if args.udp:
-        server_class = cysocketserver.ThreadingUDPServer if args.threads else cysocketserver.UDPServer
-        handler = DatagramEcho
-    else:
-        server_class = cysocketserver.ThreadingTCPServer if args.threads else cysocketserver.TCPServer
-        handler = LineEcho
-    server_class.allow_reuse_address = True
-    server_class.daemon_threads = True
-    with server_class((args.host, args.port), handler) as server:
-        host, port = server.server_address[:2]
-        kind = "udp" if args.udp else "tcp"
-        print(f"echo ({kind}, {server_class.__name__}, {cysocketserver.IMPLEMENTATION} engine) "
-              f"on {host}:{port}; Ctrl-C stops", flush=True)
+class UsageError(Exception):
+    """A mistake on the command line or in its environment: one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (and exit status 2)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, "%s: error: %s\n" % (self.prog, message))
+
+
+# -- option values ------------------------------------------------------------------------------
+
+def _port(text):
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("port must be a number from 0 to 65535, not %r" % text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("port must be a number from 0 to 65535, not %d" % port)
+    return port
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a whole number, not %r" % text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1, not %d" % value)
+    return value
+
+
+def _seconds(zero_ok):
+    def parse(text):
         try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-    return 0
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("expected seconds, not %r" % text)
+        if not (value > 0 or (zero_ok and value == 0)) or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError("must be a number of seconds %s 0, not %r"
+                                             % (">=" if zero_ok else ">", text))
+        return value
+    return parse
+
+
+def _host_port(text):
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError("expected HOST:PORT, not %r" % text)
+    return host.strip("[]"), _port(port)
+
+
+# -- building the servers -----------------------------------------------------------------------
+
+# (transport, model) -> the package's class to subclass.
+_BASES = {
+    ("tcp", "threading"): "ThreadingTCPServer",
+    ("tcp", "pool"): "ThreadPoolTCPServer",
+    ("tcp", "greenlet"): "GreenletTCPServer",
+    ("tcp", "sync"): "TCPServer",
+    ("udp", "threading"): "ThreadingUDPServer",
+    ("udp", "pool"): "ThreadPoolUDPServer",
+    ("udp", "greenlet"): "GreenletUDPServer",
+    ("udp", "sync"): "UDPServer",
+    ("unix", "threading"): "ThreadingUnixStreamServer",
+    ("unix", "pool"): "ThreadPoolUnixStreamServer",
+    ("unix", "greenlet"): "GreenletUnixStreamServer",
+    ("unix", "sync"): "UnixStreamServer",
+    ("unix-udp", "threading"): "ThreadingUnixDatagramServer",
+    ("unix-udp", "pool"): "ThreadPoolUnixDatagramServer",
+    ("unix-udp", "greenlet"): "GreenletUnixDatagramServer",
+    ("unix-udp", "sync"): "UnixDatagramServer",
+}
+
+
+class _DualStack:
+    """Binds '::' for IPv4 clients too, where the system allows it."""
+
+    def server_bind(self):
+        if self.address_family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):
+            try:
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            except OSError:
+                pass
+        super().server_bind()
+
+
+class _LoggedErrors:
+    """A handler's exception is logged (with its traceback at debug level), not printed."""
+
+    def handle_error(self, request, client_address):
+        error = sys.exc_info()[1]
+        log.warning("handler failed for %s: %s: %s", client_address, type(error).__name__, error,
+                    exc_info=log.isEnabledFor(logging.DEBUG))
+
+
+def _model(args):
+    if args.server is not None:
+        return args.server
+    if args.no_threads:
+        return "sync"
+    # A datagram echo is fastest in the serving thread; a stream echo needs concurrency.
+    return "sync" if args.udp else "threading"
+
+
+def _server_class(transport, args, family=None):
+    try:
+        base = getattr(cysocketserver, _BASES[(transport, _model(args))])
+    except AttributeError:
+        raise UsageError("--server %s is not available here (the greenlet servers need the "
+                         "greenlet package)" % _model(args)) from None
+    attrs = {
+        "allow_reuse_address": transport == "tcp" or transport == "udp",
+        "daemon_threads": True,
+        "request_queue_size": args.backlog,
+    }
+    if not transport.endswith("udp"):
+        attrs.update(max_connections=args.max_connections,
+                     max_connections_per_client=args.max_connections_per_client,
+                     idle_timeout=args.idle_timeout, drain_timeout=args.drain_timeout)
+    if args.max_threads is not None:
+        attrs["max_threads"] = args.max_threads
+    if family is not None:
+        attrs["address_family"] = family
+    attrs["package_class"] = base.__name__
+    mixins = (_LoggedErrors, _DualStack) if family == socket.AF_INET6 else (_LoggedErrors,)
+    return type("Echo" + base.__name__, mixins + (base,), attrs)
+
+
+def _handler(transport):
+    return DatagramEcho if transport.endswith("udp") else LineEcho
+
+
+def _check_guards(args):
+    if args.udp:
+        used = [flag for flag, value in (
+            ("--max-connections", args.max_connections),
+            ("--max-connections-per-client", args.max_connections_per_client),
+            ("--idle-timeout", args.idle_timeout)) if value is not None]
+        if used:
+            raise UsageError("%s: only for stream servers, not with --udp" % ", ".join(used))
+
+
+def _resolve(host, port, kind):
+    try:
+        infos = socket.getaddrinfo(host, port, 0, kind, 0, socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError("unknown host %r: %s" % (host, exc.strerror)) from None
+    except UnicodeError:
+        raise UsageError("invalid host name %r" % host) from None
+    family, _kind, _proto, _name, address = infos[0]
+    return family, address
+
+
+def _bind_error(where, exc):
+    reasons = {
+        errno.EADDRINUSE: "address in use",
+        errno.EACCES: "permission denied",
+        errno.EADDRNOTAVAIL: "address not available on this machine",
+    }
+    return UsageError("cannot serve on %s: %s" % (where, reasons.get(exc.errno, exc.strerror or exc)))
+
+
+def _remove_stale_unix_socket(path):
+    """A socket file left by a server that is gone (nobody accepts on it) is removed."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise UsageError("cannot serve on %s: the path exists and is not a socket" % path)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+    except OSError:
+        pass
+    else:
+        raise UsageError("cannot serve on %s: another server is listening there" % path)
+    finally:
+        probe.close()
+
+
+def _display(address):
+    if isinstance(address, tuple):
+        host, port = address[:2]
+        return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
+    return str(address)
+
+
+def build_servers(args):
+    """The echo servers the arguments (and LISTEN_FDS) ask for; UsageError for a mistake."""
+    _check_guards(args)
+    inherited = listen_fds()
+    servers = []
+    try:
+        if inherited:
+            for sock in inherited:
+                transport = {
+                    (socket.AF_UNIX, socket.SOCK_STREAM): "unix",
+                    (socket.AF_UNIX, socket.SOCK_DGRAM): "unix-udp",
+                }.get((sock.family, sock.type),
+                      "udp" if sock.type == socket.SOCK_DGRAM else "tcp")
+                if transport == "unix-udp" and not hasattr(socket, "AF_UNIX"):
+                    raise UsageError("cannot serve the inherited socket %d" % sock.fileno())
+                cls = _server_class(transport, args, sock.family)
+                servers.append((cls.from_socket(sock, _handler(transport)), transport))
+            return servers
+        if args.unix:
+            if not hasattr(socket, "AF_UNIX"):
+                raise UsageError("--unix: this system has no Unix sockets")
+            transport = "unix-udp" if args.udp else "unix"
+            if not args.udp:
+                _remove_stale_unix_socket(args.unix)
+            cls = _server_class(transport, args)
+            where = args.unix
+            address = args.unix
+        else:
+            transport = "udp" if args.udp else "tcp"
+            kind = socket.SOCK_DGRAM if args.udp else socket.SOCK_STREAM
+            family, address = _resolve(args.host, args.port, kind)
+            cls = _server_class(transport, args, family)
+            where = _display((args.host, args.port))
+        try:
+            servers.append((cls(address, _handler(transport)), transport))
+        except OverflowError as exc:
+            raise UsageError("cannot serve on %s: %s" % (where, exc)) from None
+        except OSError as exc:
+            raise _bind_error(where, exc) from None
+        return servers
+    except BaseException:
+        for server, _transport in servers:
+            server.server_close()
+        raise
+
+
+def _metrics_server(args, servers):
+    from cysocketserver.metrics import MetricsServer, prometheus_text
+
+    host, port = args.metrics
+    family, address = _resolve(host, port, socket.SOCK_STREAM)
+    cls = type("Metrics", (MetricsServer,), {"address_family": family})
+    named = {}
+    for server, transport in servers:
+        named["echo-%s" % transport if len(servers) > 1 else "echo"] = server
+    try:
+        return cls(address, lambda: prometheus_text(named))
+    except OSError as exc:
+        raise _bind_error("%s (metrics)" % _display((host, port)), exc) from None
+
+
+def run_echo(args):
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        servers = build_servers(args)
+        metrics = [_metrics_server(args, servers)] if args.metrics else []
+    except UsageError as exc:
+        sys.stderr.write("%s echo: error: %s\n" % (PROG, exc))
+        for server, _transport in locals().get("servers", ()):
+            server.server_close()
+        return EXIT_USAGE
+    for server, transport in servers:
+        print("echo (%s, %s, %s engine) on %s; Ctrl-C or SIGTERM stops"
+              % (transport, type(server).package_class, cysocketserver.IMPLEMENTATION,
+                 _display(server.server_address)), flush=True)
+    for endpoint in metrics:
+        print("metrics on http://%s/metrics" % _display(endpoint.server_address), flush=True)
+    try:
+        return service.run([server for server, _transport in servers], extra=metrics)
+    finally:
+        for server, transport in servers:
+            # The socket file of a Unix server we bound (not one passed to us) goes with it.
+            if transport.startswith("unix") and args.unix and server.server_address == args.unix:
+                try:
+                    os.unlink(args.unix)
+                except OSError:
+                    pass
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m cysocketserver")
-    commands = parser.add_subparsers(dest="command", required=True)
-    echo = commands.add_parser("echo", help="run a line echo server")
-    echo.add_argument("--host", default="127.0.0.1")
-    echo.add_argument("--port", type=int, default=9999)
-    echo.add_argument("--udp", action="store_true", help="echo datagrams instead of lines")
-    echo.add_argument("--no-threads", dest="threads", action="store_false",
-                      help="handle one client at a time (TCPServer/UDPServer)")
+    parser = Parser(prog=PROG, description="cysocketserver's command line.")
+    parser.add_argument("--version", action="version",
+                        version="cysocketserver %s (%s engine)" % (cysocketserver.__version__,
+                                                                   cysocketserver.IMPLEMENTATION))
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    echo = commands.add_parser(
+        "echo", help="run an echo server: every line a client sends comes back",
+        description="Run an echo server: over TCP (or a Unix socket) every line a client sends "
+                    "comes back; with --udp every datagram. SIGTERM or SIGINT stops accepting, "
+                    "lets open connections finish for up to --drain-timeout seconds, closes the "
+                    "rest and exits 0; a second SIGINT exits at once. Sockets passed by a "
+                    "service manager (LISTEN_FDS) are served instead of --host/--port/--unix.")
+    where = echo.add_argument_group("where")
+    where.add_argument("--host", default="127.0.0.1",
+                       help="address or name to listen on; '::' listens on IPv6 and IPv4 "
+                            "(default: %(default)s)")
+    where.add_argument("--port", type=_port, default=9999,
+                       help="TCP or UDP port; 0 picks a free one (default: %(default)s)")
+    where.add_argument("--unix", metavar="PATH",
+                       help="listen on this Unix socket instead of --host/--port "
+                            "(default: off)")
+    where.add_argument("--udp", action="store_true",
+                       help="echo datagrams instead of lines (default: off)")
+    how = echo.add_argument_group("how")
+    how.add_argument("--server", choices=["threading", "pool", "greenlet", "sync"],
+                     help="concurrency model: a thread per connection, a bounded thread pool, "
+                          "a greenlet per connection, or one client at a time "
+                          "(default: threading; sync with --udp)")
+    how.add_argument("--no-threads", action="store_true",
+                     help="the same as --server sync (kept for older scripts)")
+    how.add_argument("--max-threads", type=_positive_int,
+                     help="threads of --server pool (default: %d)"
+                          % cysocketserver.ThreadPoolMixIn.max_threads)
+    how.add_argument("--backlog", type=_positive_int, default=128,
+                     help="the listen backlog, request_queue_size (default: %(default)s)")
+    guards = echo.add_argument_group("guards (stream servers)")
+    guards.add_argument("--max-connections", type=_positive_int,
+                        help="stop accepting at this many open connections (default: no limit)")
+    guards.add_argument("--max-connections-per-client", type=_positive_int, metavar="N",
+                        help="close at once a client host's connections beyond N "
+                             "(default: no limit)")
+    guards.add_argument("--idle-timeout", type=_seconds(False), metavar="SECONDS",
+                        help="close a connection that has sent nothing for this long "
+                             "(default: never)")
+    guards.add_argument("--drain-timeout", type=_seconds(True), metavar="SECONDS",
+                        default=DEFAULT_DRAIN_TIMEOUT,
+                        help="on SIGTERM/SIGINT, how long open connections may finish before "
+                             "they are closed (default: %(default)s)")
+    ops = echo.add_argument_group("operations")
+    ops.add_argument("--metrics", type=_host_port, metavar="HOST:PORT",
+                     help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)")
+    ops.add_argument("--log-level", default="info",
+                     choices=["debug", "info", "warning", "error"],
+                     help="what to log on stderr (default: %(default)s)")
     echo.set_defaults(run=run_echo)
     # Listed for --help; its options are the bench subpackage's own, read by it alone.
     commands.add_parser("bench", help="compare with the stdlib's socketserver "
