@@ -13,10 +13,13 @@ from libc.string cimport memset
 
 from cysocketserver._poller cimport Poller, LISTENER_READY, WOKEN
 from cysocketserver.includes.syscalls cimport *
+from cysocketserver.includes.netclient cimport IPPROTO_TCP, TCP_NODELAY, setsockopt
 
 import socket as _socket
 import threading
 from time import monotonic
+
+from cysocketserver._nodelay import wants_nodelay
 
 __all__ = ["ServeLoop"]
 
@@ -82,6 +85,7 @@ cdef class ServeLoop:
     cdef int batch                # requests per wake-up: 1 when service_actions must run between
     cdef bint inline_handler      # process_request/finish_request are ours: build the handler here
     cdef bint skip_shutdown       # shutdown_request/close_request are ours and do nothing
+    cdef bint nodelay             # accepted connections get TCP_NODELAY (servers.TCPServer)
     cdef int listen_fd
     cdef int family, sock_type, proto
     cdef Py_ssize_t max_packet
@@ -215,6 +219,7 @@ cdef class ServeLoop:
         self.proto = sock.proto
         if self.sock_type == _socket.SOCK_STREAM and CYS_HAVE_ACCEPT4:
             self.intake = INTAKE_ACCEPT
+            self.nodelay = wants_nodelay(server)
         elif self.sock_type == _socket.SOCK_DGRAM:
             self.max_packet = server.max_packet_size
             if self.max_packet > self.packet_buf_size:
@@ -240,7 +245,7 @@ cdef class ServeLoop:
     cdef int _accept_batch(self, server) except -1:
         cdef sockaddr_storage addr
         cdef socklen_t addrlen
-        cdef int fd, err, taken
+        cdef int fd, err, taken, one = 1
         for taken in range(self.batch):
             addrlen = sizeof(addr)
             fd = accept4(self.listen_fd, <sockaddr *>&addr, &addrlen, SOCK_CLOEXEC)
@@ -256,6 +261,9 @@ cdef class ServeLoop:
                 # EAGAIN: drained. Anything else the stdlib would swallow as well.
                 return 0
             self.pause = PAUSE_FIRST
+            if self.nodelay:
+                # As TCPServer.get_request does; a refusal (a client already gone) is ignored.
+                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
             request = _socket_class(self.family, self.sock_type, self.proto, fd)
             self._dispatch(server, request, _make_address(&addr, addrlen), self.call_verify)
             if self.stop_requested:

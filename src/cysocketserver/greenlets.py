@@ -21,6 +21,7 @@ import _socket
 from greenlet import GreenletExit, getcurrent
 
 from ._engine import Hub
+from ._nodelay import set_nodelay, wants_nodelay
 from ._pure_hub import HubBlockedWarning
 # The same back-off as the threaded servers' loop when accept() runs out of descriptors.
 from ._pure_loop import PAUSE_FIRST, PAUSE_MAX, RESOURCE_ERRNOS, dispatch
@@ -516,6 +517,8 @@ class GreenletMixIn:
         if not fast and not _is_default(self, "get_request"):
             # A get_request() of the user's is called once per readiness, as by the stdlib.
             batch = 1
+        # The fast path skips get_request(), so it applies TCPServer.get_request's policy here.
+        nodelay = fast and wants_nodelay(self)
         taken = 0
         for taken in range(1, batch + 1):
             try:
@@ -523,6 +526,8 @@ class GreenletMixIn:
                     sock = self.socket
                     fd, client_address = sock._accept()
                     request = GreenSocket(sock.family, sock.type, sock.proto, fd)
+                    if nodelay:
+                        set_nodelay(request)
                 else:
                     request, client_address = self.get_request()
             except OSError as exc:
