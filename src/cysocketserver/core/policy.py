@@ -11,6 +11,8 @@ import os
 import socket
 from typing import Any, Callable, Optional
 
+from .nodelay import wants_nodelay
+
 __all__ = [
     "BATCH", "PAUSE_FIRST", "PAUSE_MAX", "RESOURCE_ERRNOS",
     "INTAKE_HOOKS", "INTAKE_ACCEPT", "INTAKE_RECVFROM",
@@ -202,6 +204,7 @@ class Plan:
     skip_release: bool            # shutdown_request/close_request are ours and do nothing
     track_connections: bool       # stream connections go into the registry
     nonblocking: bool             # the listener is non-blocking while serving
+    nodelay: bool                 # accepted connections get TCP_NODELAY (INTAKE_ACCEPT)
     can_take: Optional[Callable[[], bool]]   # asked after each request; None: always
 
 
@@ -242,6 +245,7 @@ def make_plan(server, model):
         elif sock.type == socket.SOCK_DGRAM:
             plan.intake = INTAKE_RECVFROM
             plan.max_packet = server.max_packet_size
+    plan.nodelay = plan.intake == INTAKE_ACCEPT and wants_nodelay(server)
     plan.track_connections = sock is not None and getattr(sock, "type", None) == socket.SOCK_STREAM
     plan.nonblocking = cooperative or plan.intake != INTAKE_HOOKS
     plan.admit = make_admit(server, plan)
