@@ -163,6 +163,7 @@ def test_writes_reach_the_client_while_the_handler_computes(ss, is_stdlib, index
     if index >= len(classes):
         pytest.skip("the stdlib has no greenlet servers")
     received = threading.Event()
+    finished = threading.Event()
     outcome = []
 
     class Handler(ss.StreamRequestHandler):
@@ -171,6 +172,7 @@ def test_writes_reach_the_client_while_the_handler_computes(ss, is_stdlib, index
             self.wfile.write(b"body\n")
             # The computation: it ends when the client has both writes, or after TIMEOUT.
             outcome.append(received.wait(TIMEOUT))
+            finished.set()
 
     with serving(make_server(classes[index], Handler)) as server:
         with connect(server.server_address) as sock:
@@ -181,5 +183,7 @@ def test_writes_reach_the_client_while_the_handler_computes(ss, is_stdlib, index
                     break
                 data += chunk
             received.set()
+            # The handler may run on a daemon thread that server_close() does not wait for.
+            assert finished.wait(TIMEOUT)
     assert data == b"head\nbody\n"
     assert outcome == [True], "the writes arrived only once the handler had finished"
