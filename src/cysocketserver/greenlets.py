@@ -24,6 +24,7 @@ from ._engine import Hub
 from ._pure_hub import HubBlockedWarning
 # The same back-off as the threaded servers' loop when accept() runs out of descriptors.
 from ._pure_loop import PAUSE_FIRST, PAUSE_MAX, RESOURCE_ERRNOS, dispatch
+from .handlers import _register_stream_socket
 from .servers import TCPServer, UDPServer
 
 __all__ = [
@@ -151,6 +152,7 @@ def connect(address, timeout=None):
     raise OSError("getaddrinfo returns an empty list")
 
 
+@_register_stream_socket
 class GreenSocket(socket.socket):
     """A ``socket.socket`` whose blocking calls park the greenlet instead of the thread.
 
