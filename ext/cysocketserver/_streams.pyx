@@ -19,7 +19,8 @@ first, and when it would block we wait with poll() (ppoll() in the main thread
 where available, so no signal is missed) in the single overridable method
 ``_wait()``, which the greenlet servers replace.
 The socket's timeout is read only on that slow path.  Sockets whose recv_into/sendall are overridden
-(ssl.SSLSocket and friends) go through their Python methods instead.
+(ssl.SSLSocket and friends) go through their Python methods instead; StreamRequestHandler
+does not hand them here at all, but asks them for makefile() as the stdlib does (handlers.py).
 """
 
 from cpython.buffer cimport (
