@@ -1,6 +1,6 @@
 """Runs one of CPython's own test suites against the stdlib's socketserver or against this package.
 
-Usage: python support_cpython_suite.py SUITE {socketserver|cysocketserver}
+Usage: python support_cpython_suite.py SUITE {socketserver|cysocketserver|cysocketserver-pool}
 
 SUITE is a module of CPython's ``test`` package (test_socketserver, test_httpservers, ...).
 With ``cysocketserver`` the run calls ``cysocketserver.install()`` first thing, before
@@ -63,8 +63,17 @@ def replace_test_all(suite, module_under_test, stdlib_all):
     suite.MiscTestCase.test_all = test_all
 
 
+def use_pool_for_threading(module):
+    """The suite's ThreadingMixIn and Threading* servers become the bounded-pool ones, so that
+    it checks ThreadPoolMixIn against the stdlib's contract for a threaded server."""
+    for name in list(vars(module)):
+        if name.startswith("Threading"):
+            pooled = "ThreadPool" + name[len("Threading"):]
+            setattr(module, name, getattr(module, pooled))
+
+
 def main(argv):
-    if len(argv) != 3 or argv[2] not in ("socketserver", "cysocketserver"):
+    if len(argv) != 3 or argv[2] not in ("socketserver", "cysocketserver", "cysocketserver-pool"):
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return BAD_RUN
     suite_name, target = argv[1], argv[2]
@@ -73,11 +82,13 @@ def main(argv):
 
     stdlib_all = list(stdlib_socketserver.__all__)
     implementation = "stdlib"
-    if target == "cysocketserver":
+    if target.startswith("cysocketserver"):
         import cysocketserver
 
         cysocketserver.install()
         implementation = cysocketserver.IMPLEMENTATION
+        if target == "cysocketserver-pool":
+            use_pool_for_threading(cysocketserver)
     module_under_test = sys.modules["socketserver"]
 
     try:
@@ -96,7 +107,7 @@ def main(argv):
         print(f"SUITE-UNAVAILABLE test.{suite_name}: {exc}")
         return UNAVAILABLE
 
-    if target == "cysocketserver":
+    if target.startswith("cysocketserver"):
         leaks = stdlib_leaks(stdlib_socketserver)
         if leaks:
             print("the suite runs on the stdlib's socketserver:", *leaks, sep="\n  ", file=sys.stderr)

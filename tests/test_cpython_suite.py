@@ -4,8 +4,9 @@ Each suite runs in a subprocess (support_cpython_suite.py) that calls
 ``cysocketserver.install()`` before anything imports socketserver, on every CPython 3.11+
 found here (this interpreter, ``python3.N`` on PATH, pyenv's versions; or exactly the
 interpreters listed in CYSOCKETSERVER_TEST_PYTHONS, separated by os.pathsep), on the engine
-of this test run: the compiled one, or the pure-Python one under
-CYSOCKETSERVER_NO_EXTENSIONS=1 (.ci/run runs the tests once each way).  For another
+on each engine: the compiled one, and the pure-Python one (CYSOCKETSERVER_NO_EXTENSIONS=1 in
+the subprocess).  test_socketserver also runs with its ThreadingMixIn and Threading* servers
+swapped for the bounded-pool ones (ThreadPoolMixIn).  For another
 interpreter the package is built for it from this source tree with pip, once per source
 state (kept in pytest's cache directory).  The test process itself never calls install().
 
@@ -42,7 +43,9 @@ SUITES = [
     "test_httpservers", "test_docxmlrpc", "test_socketserver", "test_httplib", "test_wsgiref",
     "test_robotparser",
 ]
-ENGINE = "python" if os.environ.get("CYSOCKETSERVER_NO_EXTENSIONS") else "compiled"
+ENGINES = ["compiled", "python"]
+# What a run serves with: the stdlib, this package, or this package with the pool for threads.
+STDLIB, OURS, OURS_POOL = "socketserver", "cysocketserver", "cysocketserver-pool"
 MIN_PYTHON = (3, 11)
 # Suite runs side by side (they mostly wait), and builds (compiler-bound) two at a time.
 SUITE_JOBS = int(os.environ.get("CYSOCKETSERVER_SUITE_JOBS", "8"))
@@ -204,7 +207,8 @@ def pure_copy_for(interpreter, work_dir):
 class SuiteRun:
     suite: str
     interpreter: Interpreter
-    target: str  # "cysocketserver", or "socketserver" for the stdlib
+    target: str  # STDLIB, OURS or OURS_POOL
+    engine: str = "compiled"
     returncode: int = None
     stdout: str = ""
     stderr: str = ""
@@ -223,7 +227,7 @@ class SuiteRun:
 
     def report(self):
         return (f"{self.suite} on {self.interpreter.label} ({self.interpreter.executable}), "
-                f"{self.target}, {self.seconds:.0f}s, exit status {self.returncode}\n"
+                f"{self.target} on the {self.engine} engine, {self.seconds:.0f}s, exit status {self.returncode}\n"
                 f"--- stdout ---\n{self.stdout[-5000:]}\n--- stderr ---\n{self.stderr[-20000:]}")
 
 
@@ -243,34 +247,34 @@ class SuitePool:
         for key in order:
             self.runs[key] = self.runners.submit(self.run_now, *key)
 
-    def package_path(self, interpreter):
-        """PYTHONPATH entry holding the package for ``interpreter`` on this run's engine."""
+    def package_path(self, interpreter, engine):
+        """PYTHONPATH entry holding the package for ``interpreter`` and ``engine``."""
         with self.lock:
-            if interpreter not in self.packages:
-                if ENGINE == "python":
+            if (interpreter, engine) not in self.packages:
+                if engine == "python":
                     future = concurrent.futures.Future()
                     future.set_result(pure_copy_for(interpreter, self.work_dir))
                 else:
                     future = self.builders.submit(build_for, interpreter, self.cache_dir)
-                self.packages[interpreter] = future
-            future = self.packages[interpreter]
+                self.packages[interpreter, engine] = future
+            future = self.packages[interpreter, engine]
         return future.result()
 
-    def environment(self, interpreter, target):
-        env = subprocess_env()
+    def environment(self, interpreter, target, engine):
+        env = subprocess_env(CYSOCKETSERVER_NO_EXTENSIONS="1" if engine == "python" else None)
         if interpreter.is_this_one:
             return env
         env.pop("VIRTUAL_ENV", None)
-        if target == "cysocketserver":
-            env["PYTHONPATH"] = self.package_path(interpreter)
+        if target != STDLIB:
+            env["PYTHONPATH"] = self.package_path(interpreter, engine)
         else:
             del env["PYTHONPATH"]  # the stdlib's control needs nothing of ours
         return env
 
-    def run_now(self, suite, interpreter, target):
-        run = SuiteRun(suite, interpreter, target)
+    def run_now(self, suite, interpreter, target, engine):
+        run = SuiteRun(suite, interpreter, target, engine)
         try:
-            env = self.environment(interpreter, target)
+            env = self.environment(interpreter, target, engine)
         except BuildUnavailable as exc:
             run.skipped_why = str(exc)
             return run
@@ -293,8 +297,8 @@ class SuitePool:
         run.seconds = time.monotonic() - started
         return run
 
-    def result(self, suite, interpreter, target):
-        key = (suite, interpreter, target)
+    def result(self, suite, interpreter, target, engine):
+        key = (suite, interpreter, target, engine)
         if key not in self.runs:  # not collected at start (e.g. a rerun); run it now
             self.runs[key] = self.runners.submit(self.run_now, *key)
         return self.runs[key].result()
@@ -320,11 +324,12 @@ class SuiteTable:
         done = [f.result() for f in self.pool.runs.values() if f.done() and not f.cancelled()]
         if not done:
             return
-        terminalreporter.section(f"CPython suites ({ENGINE} engine; ran/failures/errors/skipped)")
+        terminalreporter.section("CPython suites (ran/failures/errors/skipped)")
         labels = [i.label for i in INTERPRETERS]
         rows = {}
         for run in done:
-            name = run.suite if run.target == "cysocketserver" else f"{run.suite} (stdlib)"
+            name = {STDLIB: f"{run.suite} (stdlib)", OURS: f"{run.suite} ({run.engine})",
+                    OURS_POOL: f"{run.suite} ({run.engine}, pool)"}[run.target]
             summary = run.summary
             if summary:
                 cell = "{ran}/{failures}/{errors}/{skipped}".format(**summary) + f" {run.seconds:.0f}s"
@@ -345,8 +350,10 @@ def _collected_keys(session):
         module = getattr(item, "module", None)
         if module is None or module.__name__ != __name__ or callspec is None:
             continue
-        target = "socketserver" if item.originalname == "test_stdlib_control" else "cysocketserver"
-        keys.append((callspec.params["suite"], callspec.params["interpreter"], target))
+        target = {"test_stdlib_control": STDLIB, "test_socketserver_on_the_pool": OURS_POOL}.get(
+            item.originalname, OURS)
+        keys.append((callspec.params["suite"], callspec.params["interpreter"], target,
+                     callspec.params.get("engine", "compiled")))
     return keys
 
 
@@ -368,9 +375,9 @@ def suite_pool(request, tmp_path_factory):
 # --------------------------------------------------------------------------- tests
 
 
-def interpreter_params(suites):
-    return [pytest.param(suite, interpreter, id=f"{interpreter.label}-{suite}")
-            for interpreter in INTERPRETERS for suite in suites]
+def interpreter_params(suites, engines=ENGINES):
+    return [pytest.param(suite, interpreter, engine, id=f"{interpreter.label}-{engine}-{suite}")
+            for interpreter in INTERPRETERS for engine in engines for suite in suites]
 
 
 def checked(run):
@@ -387,24 +394,35 @@ def checked(run):
     return summary
 
 
-@pytest.mark.parametrize("suite,interpreter", interpreter_params(SUITES))
-def test_cpython_suite(suite_pool, suite, interpreter):
-    run = suite_pool.result(suite, interpreter, "cysocketserver")
+def passed(suite_pool, run):
+    """Our run passed the suite, on the engine it was for, with most of it not skipped."""
     summary = checked(run)
     if run.returncode != 0 or summary["failures"] or summary["errors"]:
-        control = suite_pool.run_now(suite, interpreter, "socketserver")
+        control = suite_pool.run_now(run.suite, run.interpreter, STDLIB, run.engine)
         pytest.fail(f"{run.report()}\n\n--- the same suite on the stdlib's socketserver: "
                     f"exit status {control.returncode}, {control.summary} ---")
-    # No silent fallback: the run used the engine this test run is for.
-    assert summary["implementation"] == ENGINE, run.report()
-    # The suite really ran: most of it is not skipped.
+    # No silent fallback to the other engine.
+    assert summary["implementation"] == run.engine, run.report()
     assert summary["ran"] >= 5 and summary["skipped"] <= summary["ran"] // 4, run.report()
 
 
-@pytest.mark.parametrize("suite,interpreter", interpreter_params(["test_socketserver"]))
-def test_stdlib_control(suite_pool, suite, interpreter):
+@pytest.mark.parametrize("suite,interpreter,engine", interpreter_params(SUITES))
+def test_cpython_suite(suite_pool, suite, interpreter, engine):
+    passed(suite_pool, suite_pool.result(suite, interpreter, OURS, engine))
+
+
+@pytest.mark.parametrize("suite,interpreter,engine", interpreter_params(["test_socketserver"]))
+def test_socketserver_on_the_pool(suite_pool, suite, interpreter, engine):
+    """ThreadPoolMixIn keeps the stdlib's contract for ThreadingMixIn: the whole suite passes
+    with every Threading* class replaced by its ThreadPool* counterpart."""
+    passed(suite_pool, suite_pool.result(suite, interpreter, OURS_POOL, engine))
+
+
+@pytest.mark.parametrize("suite,interpreter,engine",
+                         interpreter_params(["test_socketserver"], engines=["compiled"]))
+def test_stdlib_control(suite_pool, suite, interpreter, engine):
     """The runner itself: the stdlib passes the suite in this environment."""
-    run = suite_pool.result(suite, interpreter, "socketserver")
+    run = suite_pool.result(suite, interpreter, STDLIB, engine)
     summary = checked(run)
     assert run.returncode == 0 and summary["implementation"] == "stdlib", run.report()
     assert (summary["failures"], summary["errors"]) == (0, 0), run.report()
