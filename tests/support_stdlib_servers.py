@@ -340,6 +340,82 @@ def case_logging_config(ss):
     check(not t.is_alive(), "listener thread did not stop")
 
 
+def keepalive_seconds(server_class, requests):
+    """Seconds that ``requests`` GETs in a row take on one keep-alive connection (http.client).
+
+    The handler answers as http.server does: the headers in one write, the body in another.
+    """
+    import http.client
+    import http.server
+
+    body = b"Hello world\n"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = server_class(("127.0.0.1", 0), Handler)
+    thread = serve_in_thread(server)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=TIMEOUT)
+        peers = set()
+        started = time.monotonic()
+        for _ in range(requests):
+            conn.request("GET", "/")
+            peers.add(conn.sock.getsockname())
+            resp = conn.getresponse()
+            check(resp.status == 200 and resp.read() == body, "bad response")
+        elapsed = time.monotonic() - started
+        conn.close()
+        check(len(peers) == 1, f"keep-alive broken: {len(peers)} connections used")
+        return elapsed
+    finally:
+        stop(server, thread)
+
+
+def case_http_keepalive(ss):
+    # Sequential requests on one keep-alive connection, default handler settings. Nagle's
+    # algorithm holds each body until the client acknowledges the headers, which it delays
+    # (~40 ms on Linux): the stdlib's servers take that per request, ours must not.
+    import http.server
+
+    requests = 30
+    stall = 0.04
+    servers = [http.server.HTTPServer, http.server.ThreadingHTTPServer]
+    if ss.__name__ != "socketserver":
+        try:
+            mixin = ss.GreenletMixIn
+        except ImportError as exc:  # greenlet missing: the other servers are still checked
+            print(f"GreenletMixIn skipped: {exc}")
+        else:
+
+            class GreenletHTTPServer(mixin, http.server.HTTPServer):
+                pass
+
+            servers.append(GreenletHTTPServer)
+    for server_class in servers:
+        elapsed = keepalive_seconds(server_class, requests)
+        print(f"{server_class.__name__}: {requests} requests in {elapsed * 1000:.0f} ms")
+        if ss.__name__ != "socketserver":
+            # Generous: a quarter of the stall per request, on a loaded machine.
+            check(elapsed < requests * stall / 4,
+                  f"{server_class.__name__}: {requests} keep-alive requests took {elapsed:.2f} s")
+        elif sys.platform.startswith("linux"):
+            # The control: the stall this case guards against is real on this system.
+            check(elapsed > requests * stall / 4,
+                  f"the stdlib's {server_class.__name__} did not stall ({elapsed:.2f} s): "
+                  "this case no longer tells the two apart")
+
+
 def case_install(ss):
     import importlib
 
@@ -365,6 +441,7 @@ CASES = {
     "wsgiref": case_wsgiref,
     "logging_config": case_logging_config,
     "install": case_install,
+    "http_keepalive": case_http_keepalive,
 }
 
 

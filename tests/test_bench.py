@@ -207,3 +207,194 @@ def test_bench_runs_both_implementations_and_reports_what_it_measured(tmp_path):
         assert f"{ratio:.2f}x" in row
         assert f"{medians['cysocketserver']['server_cpu_us']:.1f} µs" in row
     assert results["engines"]["cysocketserver"] == cysocketserver.IMPLEMENTATION
+
+
+# -- the http mode --------------------------------------------------------------------------
+
+HELLO = b"Hello world\n"
+
+
+class FakeHttpServer:
+    """Answers every request (read up to its blank line) with respond(n) -> bytes, n counting
+    from 0 on each connection; the answer goes out in pieces of ``piece`` bytes.  close_after:
+    hang up after that many answers."""
+
+    def __init__(self, respond, piece=None, close_after=None):
+        self.respond = respond
+        self.piece = piece
+        self.close_after = close_after
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stopped = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pending = b""
+        answered = 0
+        with conn:
+            try:
+                while self.close_after is None or answered < self.close_after:
+                    while b"\r\n\r\n" not in pending:
+                        data = conn.recv(4096)
+                        if not data:
+                            return
+                        pending += data
+                    pending = pending.split(b"\r\n\r\n", 1)[1]
+                    answer = self.respond(answered)
+                    step = self.piece or len(answer)
+                    for k in range(0, len(answer), step):
+                        conn.sendall(answer[k:k + step])
+                    answered += 1
+            except OSError:
+                pass
+
+    def close(self):
+        self.stopped = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+def http_answer(body=HELLO, status=b"200 OK", headers=None):
+    if headers is None:
+        headers = [b"Content-Length: %d" % len(body)]
+    return b"HTTP/1.1 " + status + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+
+
+@pytest.fixture
+def http_server():
+    servers = []
+
+    def make(respond, **kwargs):
+        servers.append(FakeHttpServer(respond, **kwargs))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def run_http(port, **kwargs):
+    args = dict(connections=4, duration=0.4, warmup=0.1, expect=HELLO)
+    args.update(kwargs)
+    return _loadgen.run("http", "127.0.0.1", port, **args)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_http_responses_are_counted_without_errors(http_server, backend):
+    answer = http_answer(headers=[b"Server: fake", b"content-length:  12", b"X-Other: 1"])
+    server = http_server(lambda n: answer)
+    result = run_http(server.port, backend=backend)
+    assert result["error_total"] == 0, result["errors"]
+    assert result["requests"] > 20
+    assert result["connects"] == 4          # keep-alive: one connection each, never reopened
+    assert result["mb_per_s"] == pytest.approx(result["rate"] * len(answer) / 1e6, rel=0.02)
+
+
+def test_http_response_in_small_pieces_is_put_together(http_server):
+    server = http_server(lambda n: http_answer(), piece=3)
+    result = run_http(server.port, connections=2)
+    assert result["error_total"] == 0, result["errors"]
+    assert result["requests"] > 5
+
+
+def test_http_against_http_server_keep_alive():
+    import http.server
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(HELLO)))
+            self.end_headers()
+            self.wfile.write(HELLO)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        result = run_http(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result["error_total"] == 0, result["errors"]
+    assert result["requests"] > 20 and result["connects"] == 4
+
+
+@pytest.mark.parametrize("answer", [
+    http_answer(body=b"Hello World\n"),                                        # another body
+    http_answer(status=b"404 Not Found"),
+    http_answer(headers=[]),                                                   # no length
+    http_answer(headers=[b"Content-Length: 11"], body=HELLO[:11]),             # wrong length
+    http_answer(headers=[b"Content-Length: 12", b"Content-Length: 12"]),       # said twice
+    http_answer(headers=[b"Transfer-Encoding: chunked"], body=b"c\r\n" + HELLO + b"\r\n0\r\n\r\n"),
+    http_answer() + b"extra",                                                  # more than asked
+    b"SSH-2.0-OpenSSH\r\n\r\n",
+], ids=["body", "status", "no-length", "length", "twice", "chunked", "extra", "not-http"])
+def test_http_wrong_responses_are_reported(http_server, answer):
+    server = http_server(lambda n: answer)
+    result = run_http(server.port, connections=2, duration=0.3)
+    assert result["requests"] == 0
+    assert result["errors"]["mismatch"] > 0
+
+
+def test_http_server_closing_after_each_response_costs_a_reconnect(http_server):
+    server = http_server(lambda n: http_answer(), close_after=1)
+    result = run_http(server.port, connections=2)
+    assert result["requests"] > 0
+    assert result["errors"]["eof"] > 0
+    assert result["connects"] > 2
+
+
+def test_http_options_are_for_the_http_mode_only():
+    with pytest.raises(ValueError, match="http mode"):
+        _loadgen.run("pingpong", "127.0.0.1", 9, duration=0.1, expect=b"x")
+
+
+def test_bench_http_and_reference_rows(tmp_path):
+    """The http workload runs on both implementations; a greenlet echo row brings the C
+    reference server and the ratio to it."""
+    import cysocketserver
+
+    out = tmp_path / "bench.json"
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(cysocketserver.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "cysocketserver", "bench", "--workload", "greenlet-http-16",
+         "--workload", "greenlet-line-16x64", "--rounds", "1", "--duration", "0.3",
+         "--warmup", "0.1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    http_entry, echo_entry = results["workloads"]
+    assert set(http_entry["implementations"]) == {"stdlib", "cysocketserver"}
+    for impl in ("stdlib", "cysocketserver"):
+        median = http_entry["implementations"][impl]["median"]
+        assert median["rounds"] == 1 and median["rate"] > 0 and not median["errors"]
+        assert median["p50_us"] > 0
+    assert set(echo_entry["implementations"]) == {"stdlib", "cysocketserver", "reference"}
+    rates = {impl: data["median"]["rate"] for impl, data in echo_entry["implementations"].items()}
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("greenlet-line-16x64 "))
+    assert row.rstrip().endswith(f"{rates['cysocketserver'] / rates['reference']:.2f}x")
+    assert "HTTP/1.1 keep-alive mode" in proc.stdout

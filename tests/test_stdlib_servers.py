@@ -13,7 +13,8 @@ import pytest
 from support_net import subprocess_env
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support_stdlib_servers.py")
-CASES = ["http_files", "http_post", "https", "xmlrpc", "wsgiref", "logging_config", "install"]
+CASES = ["http_files", "http_post", "https", "xmlrpc", "wsgiref", "logging_config", "install",
+         "http_keepalive"]
 SUBPROCESS_TIMEOUT = 120
 
 

@@ -266,28 +266,52 @@ def test_reader_matches_stdlib_in_a_handler_thread(streams, kind, data, mode, bu
 
 def test_reader_in_a_thread_waits_for_late_data(streams):
     """A blocking read in a handler thread waits for data sent later, line by line, and
-    sees EOF.  The compiled reader also waits when the descriptor was made non-blocking
-    behind Python's back (where makefile() gives up with b'')."""
-    compiled = streams.__name__.endswith("._streams")
-    for behind_the_back in (False, True) if compiled else (False,):
+    sees EOF."""
+    a, b = socket.socketpair()
+    with a, b:
+        f = streams.SocketReader(a, 16)
+
+        def send_slowly():
+            for part in (b"first li", b"ne\n", b"second line\n"):
+                time.sleep(0.05)
+                b.sendall(part)
+            b.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send_slowly)
+        sender.start()
+        got = in_other_thread(lambda: [f.readline(), f.readline(), f.readline()])
+        sender.join()
+        assert got == [b"first line\n", b"second line\n", b""]
+        f.close()
+
+
+@pytest.mark.parametrize("thread", ["main", "handler"])
+def test_reader_on_descriptor_made_nonblocking_behind_pythons_back(streams, thread):
+    """The socket has no timeout, but its descriptor was made O_NONBLOCK (os.set_blocking,
+    fcntl).  The socket's own recv_into() then raises BlockingIOError, which makefile()'s
+    reader turns into None or a short result: ours gives the same instead of waiting."""
+    results = []
+    for make in (std_reader, streams.SocketReader):
         a, b = socket.socketpair()
         with a, b:
-            if behind_the_back:
-                os.set_blocking(a.fileno(), False)
-            f = streams.SocketReader(a, 16)
+            os.set_blocking(a.fileno(), False)
+            assert a.gettimeout() is None
+            f = make(a, 16)
 
-            def send_slowly():
-                for part in (b"first li", b"ne\n", b"second line\n"):
-                    time.sleep(0.05)
-                    b.sendall(part)
-                b.shutdown(socket.SHUT_WR)
+            def calls():
+                seq = [outcome(f.read), outcome(lambda: f.read(5)), outcome(f.read1),
+                       outcome(f.peek), outcome(f.readline), outcome(lambda: f.readinto(bytearray(4))),
+                       outcome(f.readlines), outcome(lambda: list(f))]
+                deliver(a, b, b"abc\ndef", eof=False)
+                seq += [outcome(f.readline), outcome(f.readline), outcome(lambda: f.read(50)),
+                        outcome(f.read)]
+                return seq
 
-            sender = threading.Thread(target=send_slowly)
-            sender.start()
-            got = in_other_thread(lambda: [f.readline(), f.readline(), f.readline()])
-            sender.join()
-            assert got == [b"first line\n", b"second line\n", b""]
+            results.append(calls() if thread == "main" else in_other_thread(calls))
             f.close()
+    assert results[0] == results[1]
+    assert results[1][0] == ("ok", None) and results[1][4] == ("ok", b"")
+    assert results[1][8] == ("ok", b"abc\n") and results[1][9] == ("ok", b"def")
 
 
 def grid_scripts(bs):
@@ -545,6 +569,133 @@ def test_reader_raw(streams, touch_raw):
             a.close()
     assert results[0] == results[1]
     assert results[1][-1] == (0, False, True)  # released exactly once
+
+
+def detached_calls(f):
+    """Every call on a reader after detach(); BufferedReader refuses nearly all of them."""
+    return [
+        ("repr", lambda: repr(f).replace(f"{type(f).__module__}.{type(f).__qualname__}", "TYPE")),
+        ("closed", lambda: f.closed), ("raw", lambda: f.raw),
+        ("read", f.read), ("read 3", lambda: f.read(3)), ("read -2", lambda: f.read(-2)),
+        ("read str", lambda: f.read("x")), ("read1", f.read1), ("readline", f.readline),
+        ("peek", f.peek), ("next", lambda: next(f)), ("iter", lambda: iter(f)),
+        ("readlines", f.readlines), ("readlines 5", lambda: f.readlines(5)),
+        ("readinto", lambda: f.readinto(bytearray(2))), ("readinto bytes", lambda: f.readinto(b"x")),
+        ("readinto1", lambda: f.readinto1(bytearray(2))), ("fileno", f.fileno),
+        ("name", lambda: f.name), ("mode", lambda: f.mode), ("readable", f.readable),
+        ("writable", f.writable), ("seekable", f.seekable), ("isatty", f.isatty),
+        ("flush", f.flush), ("tell", f.tell), ("seek", lambda: f.seek(0)),
+        ("seek bad whence", lambda: f.seek(0, 9)), ("truncate", f.truncate),
+        ("write", lambda: f.write(b"x")), ("writelines", lambda: f.writelines([])),
+        ("enter", f.__enter__), ("exit", lambda: f.__exit__(None, None, None)),
+        ("checkClosed", f._checkClosed), ("close", f.close), ("detach again", f.detach),
+    ]
+
+
+@pytest.mark.parametrize("touch_raw", [False, True])
+@pytest.mark.parametrize("state", ["open", "timed out", "closed"])
+def test_reader_detach(streams, touch_raw, state):
+    """detach() hands over the SocketIO, which then owns the socket's reference."""
+    results = []
+    for make in (std_reader, streams.SocketReader):
+        a, b = socket.socketpair()
+        with b:
+            deliver(a, b, b"first line\nsecond line\nthird", eof=False)
+            f = make(a, 16)
+            seq = [outcome(lambda: f.read(3))]
+            if touch_raw:
+                seq.append(type(f.raw))
+            if state == "timed out":
+                a.settimeout(0.02)
+                seq.append(outcome(f.read))
+            elif state == "closed":
+                f.close()
+            detached = outcome(f.detach)
+            seq.append(detached[:1] + ((type(detached[1]), detached[1].closed, detached[1]._sock is a,
+                                         detached[1]._timeout_occurred)
+                                        if detached[0] == "ok" else detached[1:]))
+            seq.append(socket_state(a))
+            if detached[0] == "ok":
+                raw = detached[1]
+                seq += [(name, outcome(call)) for name, call in detached_calls(f)]
+                seq += [outcome(lambda: raw.read(100)), socket_state(a)]
+                a.close()
+                seq.append(socket_state(a))  # the raw SocketIO still holds the socket open
+                raw.close()
+            else:
+                a.close()
+            seq.append(socket_state(a))
+            del f
+            gc.collect()
+            results.append(seq)
+    assert results[0] == results[1]
+    assert results[1][-1] == (0, True, False)
+
+
+def reader_subclass_over(streams, sock, bufsize, namespace):
+    """A subclass of the engine's reader class (io.BufferedReader for the pure engine), over sock."""
+    with streams.SocketReader(sock, bufsize) as probe:
+        base = type(probe)
+    cls = type("Sub", (base,), namespace)
+    if base is io.BufferedReader:
+        sock._io_refs += 1  # as makefile() does
+        return cls(socket.SocketIO(sock, "rb"), bufsize)
+    return cls(sock, bufsize)
+
+
+def std_subclass_over(sock, bufsize, namespace):
+    sock._io_refs += 1
+    return type("Sub", (io.BufferedReader,), namespace)(socket.SocketIO(sock, "rb"), bufsize)
+
+
+@pytest.mark.parametrize("returns", ["upper", "str"])
+def test_reader_subclass_readline_drives_iteration(streams, returns):
+    """As with BufferedReader, iterating a subclass (and readlines()) calls its readline()."""
+    def readline(self, size=-1):
+        line = super(type(self), self).readline(size)
+        return line.upper() if returns == "upper" else line.decode()
+
+    results = []
+    for make in (lambda sock: std_subclass_over(sock, 16, {"readline": readline}),
+                 lambda sock: reader_subclass_over(streams, sock, 16, {"readline": readline})):
+        a, b = socket.socketpair()
+        with a, b:
+            deliver(a, b, b"one\ntwo\nthree\nfour\nfive\nsix\n", eof=True)
+            f = make(a)
+            results.append([outcome(lambda: next(f)), outcome(lambda: f.readlines(5)),
+                            outcome(lambda: [line for _, line in zip(range(1), f)]),
+                            outcome(f.readlines), outcome(lambda: list(f))])
+            f.close()
+    assert results[0] == results[1]
+    if returns == "upper":
+        assert results[1][0] == ("ok", b"ONE\n") and results[1][3] == ("ok", [b"FIVE\n", b"SIX\n"])
+    else:
+        assert results[1][0][1] is OSError
+
+
+@pytest.mark.parametrize("state", ["open", "closed", "detached"])
+def test_reader_repr(streams, state):
+    """BufferedReader's repr(): <type name=fd>, or <type> when the name cannot be had.
+    Only the type's name differs: the compiled reader is a type of its own."""
+    reprs = []
+    for make in (std_reader, streams.SocketReader):
+        a, b = socket.socketpair()
+        with a, b:
+            f = make(a, 16)
+            fd = a.fileno()
+            if state == "closed":
+                f.close()
+            elif state == "detached":
+                f.detach().close()
+            type_name = f"{type(f).__module__}.{type(f).__qualname__}"
+            text = repr(f).replace(type_name, "TYPE").replace(f"name={fd}>", "name=FD>")
+            reprs.append((text, type_name))
+            if state == "open":
+                f.close()
+    assert reprs[0][0] == reprs[1][0]
+    assert reprs[1][0] == {"open": "<TYPE name=FD>", "closed": "<TYPE name=-1>", "detached": "<TYPE>"}[state]
+    compiled = streams.__name__.endswith("._streams")
+    assert reprs[1][1] == ("cysocketserver._streams.SocketReader" if compiled else "_io.BufferedReader")
 
 
 def test_reader_is_buffered_io(streams):
@@ -1019,6 +1170,25 @@ def test_writer_timeout(streams, kind):
         elapsed = time.monotonic() - t0
         assert info.value.args == ("timed out",)
         assert 0.15 <= elapsed < 3
+
+
+@pytest.mark.parametrize("thread", ["main", "handler"])
+def test_writer_on_descriptor_made_nonblocking_behind_pythons_back(streams, thread):
+    """No timeout, but an O_NONBLOCK descriptor: the socket's sendall() raises
+    BlockingIOError once the send buffer is full; so does ours instead of waiting."""
+    results = []
+    for make in (socketserver._SocketWriter, streams.SocketWriter):
+        a, b = socket.socketpair()
+        with a, b:
+            os.set_blocking(b.fileno(), False)
+            w = make(b)
+
+            def write():
+                return outcome(lambda: w.write(b"\0" * (16 * MiB)))
+
+            results.append(write() if thread == "main" else in_other_thread(write))
+    assert results[0] == results[1]
+    assert results[1][1] is BlockingIOError
 
 
 def test_writer_nonblocking(streams):

@@ -16,6 +16,11 @@ what it measured:
 ``udp``
     N UDP sockets, each sending a datagram of ``size`` bytes and waiting for it to come back
     (``timeout`` seconds at most, then the next one goes).
+``http``
+    N HTTP/1.1 keep-alive connections; each sends a fixed GET request (``request``) and reads
+    the whole response before it sends the next.  The response must be ``200``, say its body's
+    length with ``Content-Length`` (no chunked encoding), and its body must be ``expect`` when
+    that is given.  A server that closes the connection costs an ``eof`` error and a reconnect.
 
 Every echoed byte is compared with what was sent.  The loop runs with the GIL released on
 epoll (poll() elsewhere), records the latency of every request in a log-linear histogram
@@ -55,7 +60,7 @@ import socket as _socket
 
 __all__ = ["run", "reference_serve", "MODES", "ERROR_NAMES", "BACKEND"]
 
-MODES = ("pingpong", "connect", "stream", "udp")
+MODES = ("pingpong", "connect", "stream", "udp", "http")
 # How the client waits for its sockets.
 BACKEND = "epoll" if CYS_HAVE_EPOLL else "poll"
 
@@ -64,6 +69,7 @@ cdef enum:
     MODE_CONNECT = 1
     MODE_STREAM = 2
     MODE_UDP = 3
+    MODE_HTTP = 4
 
 cdef enum:
     ST_OFF = 0          # no socket; opened again at conn.due
@@ -102,6 +108,7 @@ cdef enum:
     BACKOFF_NS = 10000000           # pause before a failed connection is opened again
     SIGNAL_EVERY_NS = 50000000      # how often the loop takes the GIL to look for Ctrl-C
     RX_MIN = 65536
+    HTTP_HEAD_MAX = 8192            # a response's status line and headers, at most
     REF_BUF = 65536
     REF_MAX_FDS = 65536
 
@@ -358,6 +365,10 @@ cdef struct Conn:
     uint64_t due        # ST_OFF: when to open again; udp: when the reply is late
     char *tx            # the current request (size bytes)
     uint64_t *ts        # stream: when line k started going out, at ts[k & ts_mask]
+    char *head          # http: the response's head as it arrives (HTTP_HEAD_MAX bytes)
+    uint64_t head_len   # http: bytes in head; once the head is complete, its length
+    uint64_t body_len   # http: the body's length (its Content-Length), once the head is in
+    bint in_body        # http: the head is complete, the body is arriving
 
 
 cdef struct Run:
@@ -378,6 +389,10 @@ cdef struct Run:
     uint64_t ring_len
     uint64_t window
     uint64_t ts_mask
+    const char *req     # http: the request every connection sends
+    uint64_t req_len
+    const char *body    # http: the body every response must have (NULL: any)
+    uint64_t body_len
     uint64_t t_begin
     uint64_t t_measure  # end of the warm-up
     uint64_t t_end      # end of the measured time
@@ -414,6 +429,9 @@ cdef void make_request(Run *r, int i) noexcept nogil:
             c.tx[15 - k] = HEXDIGITS[(tag >> (4 * k)) & 15]
     c.sent = 0
     c.recvd = 0
+    c.head_len = 0
+    c.body_len = 0
+    c.in_body = False
 
 
 cdef int classify(int err, bint connecting) noexcept nogil:
@@ -511,7 +529,7 @@ cdef void connected(Run *r, int i, uint64_t now) noexcept nogil:
         poller_set(&r.poller, i, c.fd, EPOLLIN)
         stream_write(r, i, now)
     else:
-        if r.mode == MODE_PINGPONG:
+        if r.mode == MODE_PINGPONG or r.mode == MODE_HTTP:
             c.t0 = now          # the connection's set-up is not part of its first request
         c.state = ST_SEND
         poller_set(&r.poller, i, c.fd, EPOLLIN)
@@ -546,8 +564,10 @@ cdef void tcp_send(Run *r, int i, uint64_t now) noexcept nogil:
     cdef Conn *c = &r.conns[i]
     cdef ssize_t n
     cdef int err
-    while c.sent < r.size:
-        n = send(c.fd, c.tx + c.sent, r.size - c.sent, MSG_NOSIGNAL)
+    cdef const char *out = r.req if r.mode == MODE_HTTP else c.tx
+    cdef uint64_t total = r.req_len if r.mode == MODE_HTTP else r.size
+    while c.sent < total:
+        n = send(c.fd, out + c.sent, total - c.sent, MSG_NOSIGNAL)
         if n > 0:
             c.sent += <uint64_t>n
             continue
@@ -574,21 +594,21 @@ cdef void tcp_recv(Run *r, int i) noexcept nogil:
                 return
             c.recvd += <uint64_t>n
             if c.recvd == r.size:
-                tcp_done(r, i)
+                tcp_done(r, i, r.size, r.size)
                 return
             continue
         if recv_trouble(r, i, n) != RECV_RETRY:
             return
 
 
-cdef void tcp_done(Run *r, int i) noexcept nogil:
-    """The whole echo is in: count it and start the next request."""
+cdef void tcp_done(Run *r, int i, uint64_t sent, uint64_t received) noexcept nogil:
+    """The whole reply is in: count it and start the next request."""
     cdef Conn *c = &r.conns[i]
     cdef uint64_t now = mono_ns()
     if r.measuring and not r.draining:
         record(r, now - c.t0)
-        r.tx_bytes += r.size
-        r.rx_bytes += r.size
+        r.tx_bytes += sent
+        r.rx_bytes += received
     if r.mode == MODE_CONNECT:
         close_fd(r, i, r.close_how)
         if r.draining:
@@ -603,6 +623,126 @@ cdef void tcp_done(Run *r, int i) noexcept nogil:
     c.t0 = now
     c.state = ST_SEND
     tcp_send(r, i, now)
+
+
+# http
+
+cdef inline char lower(char ch) noexcept nogil:
+    return ch + 32 if 65 <= ch <= 90 else ch          # A-Z
+
+
+cdef uint64_t head_end(const char *head, uint64_t start, uint64_t length) noexcept nogil:
+    """Where the blank line that ends the head ends, looking from start on; 0: not there yet."""
+    cdef uint64_t k
+    for k in range(start, length - 3 if length >= 4 else 0):
+        if head[k] == 13 and head[k + 1] == 10 and head[k + 2] == 13 and head[k + 3] == 10:
+            return k + 4
+    return 0
+
+
+cdef bint has_name(const char *line, uint64_t room, const char *name, uint64_t size) noexcept nogil:
+    """Whether the header line starts with name (lower case, colon included), in any case."""
+    cdef uint64_t j
+    if room < size:
+        return False
+    for j in range(size):
+        if lower(line[j]) != name[j]:
+            return False
+    return True
+
+
+cdef long long parse_head(const char *head, uint64_t length) noexcept nogil:
+    """The body's length that a complete head announces; -1 if not a 200 with Content-Length.
+
+    length includes the blank line that ends the head.
+    """
+    cdef uint64_t k = 0, line
+    cdef long long value = -1
+    # "HTTP/1.x 200 "
+    if length < 13 or memcmp(head, b"HTTP/1.", 7) != 0 or memcmp(head + 8, b" 200", 4) != 0:
+        return -1
+    while True:
+        # The next line starts after this one's CRLF.
+        while k + 1 < length and not (head[k] == 13 and head[k + 1] == 10):
+            k += 1
+        line = k + 2
+        if line + 2 >= length:
+            return value                    # the blank line: the head is over
+        if has_name(head + line, length - line, b"transfer-encoding:", 18):
+            return -1                       # chunked: not what this client reads
+        k = line
+        if has_name(head + line, length - line, b"content-length:", 15):
+            if value >= 0:
+                return -1                   # twice: refuse rather than guess
+            k = line + 15
+            while k < length and (head[k] == 32 or head[k] == 9):
+                k += 1
+            if k >= length or not (48 <= head[k] <= 57):
+                return -1
+            value = 0
+            while k < length and 48 <= head[k] <= 57:
+                value = value * 10 + (head[k] - 48)
+                if value > (<long long>1 << 40):
+                    return -1
+                k += 1
+
+
+cdef void http_recv(Run *r, int i) noexcept nogil:
+    """Read (the rest of) a response: its head into c.head, then its body, checked."""
+    cdef Conn *c = &r.conns[i]
+    cdef ssize_t n
+    cdef uint64_t want, start, end, extra
+    cdef long long length
+    while True:
+        if c.in_body:
+            want = c.body_len - c.recvd
+            if want > r.rxcap:
+                want = r.rxcap
+            n = recv(c.fd, r.rx, want, 0)
+            if n > 0:
+                if r.body != NULL and memcmp(r.rx, r.body + c.recvd, <size_t>n) != 0:
+                    fail(r, i, E_MISMATCH, mono_ns())
+                    return
+                c.recvd += <uint64_t>n
+                if c.recvd == c.body_len:
+                    tcp_done(r, i, r.req_len, c.head_len + c.body_len)
+                    return
+                continue
+        else:
+            n = recv(c.fd, c.head + c.head_len, HTTP_HEAD_MAX - c.head_len, 0)
+            if n > 0:
+                start = c.head_len - 3 if c.head_len >= 3 else 0
+                c.head_len += <uint64_t>n
+                end = head_end(c.head, start, c.head_len)
+                if end == 0:
+                    if c.head_len == HTTP_HEAD_MAX:
+                        fail(r, i, E_MISMATCH, mono_ns())
+                        return
+                    continue
+                length = parse_head(c.head, end)
+                extra = c.head_len - end
+                if length < 0 or (r.body != NULL and <uint64_t>length != r.body_len) \
+                        or extra > <uint64_t>length \
+                        or (r.body != NULL and extra and memcmp(c.head + end, r.body, extra) != 0):
+                    fail(r, i, E_MISMATCH, mono_ns())
+                    return
+                c.in_body = True
+                c.head_len = end
+                c.body_len = <uint64_t>length
+                c.recvd = extra
+                if c.recvd == c.body_len:
+                    tcp_done(r, i, r.req_len, c.head_len + c.body_len)
+                    return
+                continue
+        if recv_trouble(r, i, n) != RECV_RETRY:
+            return
+
+
+cdef inline void reply_recv(Run *r, int i) noexcept nogil:
+    if r.mode == MODE_HTTP:
+        http_recv(r, i)
+    else:
+        tcp_recv(r, i)
 
 
 # stream
@@ -773,10 +913,10 @@ cdef void on_event(Run *r, int i, uint32_t ev) noexcept nogil:
             tcp_send(r, i, mono_ns())
         elif ev & EPOLLIN:
             # Data before the request is out: the server is not an echo server.
-            tcp_recv(r, i)
+            reply_recv(r, i)
     elif c.state == ST_RECV:
         if ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
-            tcp_recv(r, i)
+            reply_recv(r, i)
 
 
 cdef void scan_timers(Run *r, uint64_t now) noexcept nogil:
@@ -880,6 +1020,7 @@ cdef void free_run(Run *r) noexcept nogil:
                 close_fd(r, i, CLOSE_RST)
             free(r.conns[i].tx)
             free(r.conns[i].ts)
+            free(r.conns[i].head)
         free(r.conns)
         r.conns = NULL
     poller_free(&r.poller)
@@ -933,7 +1074,7 @@ cdef int resolve(Run *r, str host, int port) except -1:
 def run(str mode, str host, int port, *, int connections=16, Py_ssize_t size=64,
         double duration=2.0, double warmup=0.0, long long max_requests=0,
         double timeout=1.0, Py_ssize_t window=65536, double drain=1.0, str close="fin-rst",
-        str backend="auto"):
+        str backend="auto", bytes request=None, bytes expect=None):
     """Drive the echo server at host:port (loopback only) and return what was measured.
 
     mode: one of MODES.  connections: concurrent connections (or sockets, or connect loops).
@@ -942,9 +1083,12 @@ def run(str mode, str host, int port, *, int connections=16, Py_ssize_t size=64,
     timeout: udp only, seconds before a datagram counts as lost.  window: stream only, bytes
     sent and not yet echoed per connection.  drain: seconds at most to let the requests under
     way finish once the time is up.  close: how connect mode closes ("fin-rst", "fin", "rst").
-    backend: "auto" (epoll where there is one) or "poll".
+    backend: "auto" (epoll where there is one) or "poll".  http only: request, the bytes each
+    request sends (default ``GET / HTTP/1.1`` with a Host header), and expect, the body every
+    response must have (default: any); size is not used.
 
-    The result is a dict: requests, rate (per second), mb_per_s (echoed bytes), latency_us
+    The result is a dict: requests, rate (per second), mb_per_s (echoed bytes; http: response
+    bytes, head included), latency_us
     percentiles (p50, p90, p99, p99.9, min, mean, max), errors by kind, and the settings.
     """
     cdef Run r
@@ -972,6 +1116,13 @@ def run(str mode, str host, int port, *, int connections=16, Py_ssize_t size=64,
         raise ValueError("close must be 'fin-rst', 'fin' or 'rst'")
     if backend not in ("auto", "poll"):
         raise ValueError("backend must be 'auto' or 'poll'")
+    if mode != "http" and (request is not None or expect is not None):
+        raise ValueError("request and expect are for the http mode")
+    if mode == "http":
+        if request is None:
+            request = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode("ascii")
+        if not request:
+            raise ValueError("request must not be empty")
 
     memset(&r, 0, sizeof(r))
     r.mode = MODES.index(mode)
@@ -983,6 +1134,12 @@ def run(str mode, str host, int port, *, int connections=16, Py_ssize_t size=64,
     r.max_requests = <uint64_t>max_requests
     r.window = <uint64_t>window
     r.active = connections
+    if mode == "http":
+        r.req = request
+        r.req_len = <uint64_t>len(request)
+        if expect is not None:
+            r.body = expect
+            r.body_len = <uint64_t>len(expect)
     resolve(&r, host, port)
     try:
         if poller_init(&r.poller, connections, backend == "auto") < 0:
@@ -1019,6 +1176,10 @@ def run(str mode, str host, int port, *, int connections=16, Py_ssize_t size=64,
             if mode == "stream":
                 c.ts = <uint64_t *>calloc(tsn, sizeof(uint64_t))
                 if c.ts == NULL:
+                    raise MemoryError()
+            elif mode == "http":
+                c.head = <char *>malloc(HTTP_HEAD_MAX)
+                if c.head == NULL:
                     raise MemoryError()
             else:
                 c.tx = <char *>malloc(r.size)

@@ -16,6 +16,7 @@ from libc.string cimport memset
 
 from cysocketserver._poller cimport Poller, LISTENER_READY, WOKEN
 from cysocketserver.includes.syscalls cimport *
+from cysocketserver.includes.netclient cimport IPPROTO_TCP, TCP_NODELAY, setsockopt
 
 import threading
 from time import monotonic
@@ -218,8 +219,9 @@ cdef class ServeLoop:
     cdef int _accept_batch(self, plan) except -1:
         cdef sockaddr_storage addr
         cdef socklen_t addrlen
-        cdef int fd, err, taken
+        cdef int fd, err, taken, one = 1
         cdef int listen_fd = plan.fd
+        cdef bint nodelay = plan.nodelay
         cdef int batch = plan.batch
         cdef int family = plan.family, sock_type = plan.type, proto = plan.proto
         admit = plan.admit
@@ -245,6 +247,9 @@ cdef class ServeLoop:
             if self.backing_off:
                 self.backing_off = False
                 plan.backoff.reset()
+            if nodelay:
+                # As TCPServer.get_request does; a refusal (a client already gone) is ignored.
+                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
             admit(make(family, sock_type, proto, fd), _make_address(&addr, addrlen))
             if self.stop_requested:
                 break

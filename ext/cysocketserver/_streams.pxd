@@ -36,6 +36,7 @@ cdef class SocketReader(_SocketStream):
     cdef Py_ssize_t _read_end    # end of buffered data, -1 when the buffer is invalid
     cdef bint _timed_out         # a recv timed out: later raw reads fail
     cdef bint _refcounted        # we did sock._io_refs += 1
+    cdef bint _detached          # detach() handed the socket to its SocketIO
     cdef object _raw             # the SocketIO handed out as .raw, if asked for
     cdef PyThread_type_lock _lock
     cdef unsigned long _owner

@@ -19,7 +19,8 @@ first, and when it would block we wait with poll() (ppoll() in the main thread
 where available, so no signal is missed) in the single overridable method
 ``_wait()``, which the greenlet servers replace.
 The socket's timeout is read only on that slow path.  Sockets whose recv_into/sendall are overridden
-(ssl.SSLSocket and friends) go through their Python methods instead.
+(ssl.SSLSocket and friends) go through their Python methods instead; StreamRequestHandler
+does not hand them here at all, but asks them for makefile() as the stdlib does (handlers.py).
 """
 
 from cpython.buffer cimport (
@@ -42,6 +43,7 @@ from cpython.unicode cimport PyUnicode_FromString
 from libc cimport errno as cerrno
 from libc.errno cimport EAGAIN, EINTR
 from libc.string cimport memchr, memcpy
+from posix.fcntl cimport F_GETFL, O_NONBLOCK, fcntl
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 import io
@@ -85,6 +87,8 @@ cdef extern from "Python.h":
     int _PyBytes_Resize(PyObject **o, Py_ssize_t newsize) except -1
     # Returns -1 with an exception set; we replace that exception.
     int _get_buffer "PyObject_GetBuffer"(object obj, Py_buffer *view, int flags)
+    int Py_ReprEnter(object o) except -1
+    void Py_ReprLeave(object o)
 
 
 cdef Py_ssize_t DEFAULT_BUFFER_SIZE = io.DEFAULT_BUFFER_SIZE
@@ -130,6 +134,13 @@ cdef int _raise_errno(int err) except -1:
 
 cdef str _tpname(object o):
     return PyUnicode_FromString(Py_TYPE(o).tp_name)
+
+
+cdef bint _made_nonblocking(int fd) noexcept nogil:
+    # A socket without timeout whose descriptor is O_NONBLOCK: someone changed it behind
+    # Python's back, and the socket's own calls then fail with EAGAIN instead of waiting.
+    cdef int flags = fcntl(fd, F_GETFL)
+    return flags != -1 and (flags & O_NONBLOCK) != 0
 
 
 cdef Py_ssize_t _size_or_none(object obj) except? -2:
@@ -319,16 +330,43 @@ cdef inline object _take_buffered(SocketReader r, Py_ssize_t n):
     return res
 
 
+cdef inline int _check_attached(SocketReader r) except -1:
+    # BufferedReader's CHECK_INITIALIZED: after detach() almost everything refuses.
+    if r._detached:
+        raise ValueError("raw stream has been detached")
+    return 0
+
+
 cdef inline bint _is_closed(SocketReader r) except -1:
     # `closed`: we were closed, or someone closed our raw stream directly.
-    return r._buf == NULL or (r._raw is not None and r._raw.closed)
+    if r._buf == NULL:
+        _check_attached(r)
+        return True
+    return r._raw is not None and r._raw.closed
 
 
 cdef inline int _check_closed(SocketReader r, str msg) except -1:
     # BufferedReader's CHECK_CLOSED: closed, and nothing left in the buffer.
     if r._buf == NULL or (r._raw is not None and r._raw.closed and _readahead(r) == 0):
+        _check_attached(r)
         raise ValueError(msg)
     return 0
+
+
+cdef list _iobase_readlines(object f, Py_ssize_t hint):
+    # IOBase.readlines(): through iter() and next(), so a subclass's readline() is used.
+    cdef list lines = []
+    cdef Py_ssize_t total = 0, n
+    if hint <= 0:
+        lines.extend(f)
+        return lines
+    for line in f:
+        lines.append(line)
+        n = len(line)
+        if n > hint - total:
+            break
+        total += n
+    return lines
 
 
 # ---------------------------------------------------------------- reader
@@ -337,8 +375,8 @@ cdef class SocketReader(_SocketStream):
     """``sock.makefile('rb', buffer_size)``, compiled.
 
     Same methods, results and errors as ``io.BufferedReader(socket.SocketIO(sock,
-    'rb'), buffer_size)``, except that ``detach()`` is not supported (``raw``
-    is a ``socket.SocketIO`` created on first access).  ``buffer_size`` -1 or None means
+    'rb'), buffer_size)`` (``raw`` and ``detach()`` hand out a ``socket.SocketIO``
+    created on first use).  ``buffer_size`` -1 or None means
     ``io.DEFAULT_BUFFER_SIZE``; 0 (an unbuffered raw SocketIO in the standard
     library) is refused.  Given a ``meter`` (``_counters.Meter``), every byte received from
     the socket is added to ``meter.received``.
@@ -388,7 +426,7 @@ cdef class SocketReader(_SocketStream):
 
     def __del__(self):
         # IOBase closes on finalization, releasing the socket's reference.
-        if not _is_closed(self):
+        if not self._detached and not _is_closed(self):
             try:
                 self.close()
             except Exception:
@@ -406,8 +444,9 @@ cdef class SocketReader(_SocketStream):
                 PyThread_acquire_lock(lock, WAIT_LOCK)
         self._owner = me
         if self._buf == NULL and closed_msg is not None:
-            # closed by another thread while we waited
+            # closed (or detached) by another thread while we waited
             self._leave()
+            _check_attached(self)
             raise ValueError(closed_msg)
         return 0
 
@@ -456,12 +495,17 @@ cdef class SocketReader(_SocketStream):
                 continue
             if err != EAGAIN and err != EWOULDBLOCK:
                 return _raise_errno(err)
-            # The descriptor was non-blocking after all (set behind Python's back): poll.
-            blocking_recv = False
+            if blocking_recv:
+                # A blocking recv() would have waited: the descriptor was made non-blocking
+                # behind Python's back.  The socket's recv_into() raises BlockingIOError
+                # then, which SocketIO turns into None: no data.
+                return -2
             if deadline == -2.0:
                 deadline = self._deadline()
             if deadline == 0.0:
                 return -2
+            if deadline == -1.0 and self._coop_wait is None and _made_nonblocking(fd):
+                return -2  # as above
             if self._wait(fd, POLLIN, deadline):
                 self._set_timed_out()
                 raise TimeoutError("timed out")
@@ -516,6 +560,7 @@ cdef class SocketReader(_SocketStream):
 
     def read(self, size=-1, /):
         cdef Py_ssize_t n = _size_or_none(size), have
+        _check_attached(self)
         if n < -1:
             raise ValueError("read length must be non-negative or -1")
         _check_closed(self, "read of closed file")
@@ -800,7 +845,16 @@ cdef class SocketReader(_SocketStream):
         return self
 
     def __next__(self):
-        line = self._readline(-1)
+        _check_attached(self)
+        if type(self) is SocketReader:
+            line = self._readline(-1)
+        else:
+            # As BufferedReader: a subclass's readline() makes its lines.
+            line = self.readline()
+            if not isinstance(line, bytes):
+                raise OSError(
+                    f"readline() should have returned a bytes object, not '{_tpname(line)}'"
+                )
         if PyBytes_GET_SIZE(line) == 0:
             raise StopIteration
         return line
@@ -808,6 +862,8 @@ cdef class SocketReader(_SocketStream):
     def readlines(self, hint=-1, /):
         cdef Py_ssize_t h = _size_or_none(hint), total = 0, n
         cdef list lines = []
+        if type(self) is not SocketReader:
+            return _iobase_readlines(self, h)
         if _is_closed(self):
             raise ValueError("I/O operation on closed file.")
         while True:
@@ -901,13 +957,15 @@ cdef class SocketReader(_SocketStream):
 
     @property
     def mode(self):
+        _check_attached(self)
         return "rb"
 
     @property
     def raw(self):
         """A socket.SocketIO for the socket, made on first use (what makefile()
-        wraps); it takes over releasing the socket when this reader closes."""
-        if self._raw is None:
+        wraps); it takes over releasing the socket when this reader closes.
+        None once detached."""
+        if self._raw is None and not self._detached:
             if _is_closed(self):
                 raw = _SocketIO(None, "rb")
                 io.RawIOBase.close(raw)
@@ -945,10 +1003,12 @@ cdef class SocketReader(_SocketStream):
             raise ValueError("I/O operation on closed file.")
 
     def tell(self):
+        _check_attached(self)
         raise UnsupportedOperation("seek")
 
     def seek(self, target, whence=0, /):
         cdef int w = whence
+        _check_attached(self)
         if w not in _WHENCE:
             raise ValueError(f"whence value {w} unsupported")
         _check_closed(self, "seek of closed file")
@@ -968,12 +1028,38 @@ cdef class SocketReader(_SocketStream):
             self.write(line)
 
     def detach(self):
-        if _is_closed(self):
-            raise ValueError("I/O operation on closed file.")
-        raise UnsupportedOperation("detach")
+        """Hand over the raw SocketIO (which then owns the socket's reference); the
+        buffered bytes are dropped and the reader refuses any further use."""
+        _check_attached(self)
+        self.flush()
+        raw = self.raw
+        self._enter(None)
+        try:
+            PyMem_Free(self._buf)
+            self._buf = NULL
+            self._read_end = 0
+            self._pos = 0
+            self._sock = None
+            self._raw = None
+            self._refcounted = False
+            self._detached = True
+        finally:
+            self._leave()
+        return raw
 
     def __repr__(self):
-        return f"<{type(self).__module__}.{type(self).__qualname__} name={self.name!r}>"
+        # BufferedReader's: the type's name, and the name unless that fails (detached).
+        tp = _tpname(self)
+        try:
+            name = getattr(self, "name")
+        except (ValueError, AttributeError):
+            return f"<{tp}>"
+        if Py_ReprEnter(self):
+            raise RuntimeError(f"reentrant call inside {tp}.__repr__")
+        try:
+            return f"<{tp} name={name!r}>"
+        finally:
+            Py_ReprLeave(self)
 
 
 # ---------------------------------------------------------------- writer
@@ -1049,6 +1135,10 @@ cdef class SocketWriter(_SocketStream):
                 deadline = self._deadline()
                 if deadline == 0.0:
                     return _raise_errno(err)  # BlockingIOError, like sendall
+                if deadline == -1.0 and self._coop_wait is None and _made_nonblocking(fd):
+                    # No timeout, yet a non-blocking descriptor (changed behind Python's
+                    # back): the socket's sendall() raises BlockingIOError then.
+                    return _raise_errno(err)
             if self._wait(fd, POLLOUT, deadline):
                 raise TimeoutError("timed out")
             fd = self._fileno()

@@ -11,6 +11,7 @@ import selectors
 import threading
 from time import monotonic
 
+from .core.nodelay import set_nodelay
 from .core.policy import INTAKE_ACCEPT, INTAKE_RECVFROM
 
 __all__ = ["ServeLoop", "Poller"]
@@ -204,6 +205,7 @@ class ServeLoop:
         admit = plan.admit
         can_take = plan.can_take
         make = plan.request_class
+        nodelay = plan.nodelay
         for _ in range(plan.batch):
             try:
                 fd, client_address = listener._accept()
@@ -220,7 +222,10 @@ class ServeLoop:
             if self._backing_off:
                 self._backing_off = False
                 plan.backoff.reset()
-            admit(make(plan.family, plan.type, plan.proto, fd), client_address)
+            request = make(plan.family, plan.type, plan.proto, fd)
+            if nodelay:
+                set_nodelay(request)
+            admit(request, client_address)
             if self._stop or (can_take is not None and not self._still_taking(can_take)):
                 return
 

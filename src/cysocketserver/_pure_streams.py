@@ -45,7 +45,10 @@ def SocketReader(sock, buffer_size=-1, meter=None):
 
 
 class SocketWriter(io.BufferedIOBase):
-    """The handler's unbuffered ``wfile``.
+    """The handler's unbuffered ``wfile``: the stdlib's ``socketserver._SocketWriter``.
+
+    On the compiled engine too it is the writer of every request the compiled streams do
+    not stand in for (see handlers.py): only sendall() is asked of the request.
 
     ``write()`` hands the whole buffer to ``sendall`` (so nothing is ever
     written partially) and returns its length in bytes.  Closing this object

@@ -27,6 +27,7 @@ from ._pure_hub import HubBlockedWarning
 from .core import policy
 from .core.seam import LISTENER_READY, WOKEN
 from .models import Inline
+from .handlers import _register_stream_socket
 from .servers import TCPServer, UDPServer
 
 __all__ = [
@@ -151,6 +152,7 @@ def connect(address, timeout=None):
     raise OSError("getaddrinfo returns an empty list")
 
 
+@_register_stream_socket
 class GreenSocket(socket.socket):
     """A ``socket.socket`` whose blocking calls park the greenlet instead of the thread.
 

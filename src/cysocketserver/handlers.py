@@ -1,10 +1,65 @@
 """Request handlers: one instance per request, running setup(), handle(), finish()."""
 import socket
+import weakref
 from io import BytesIO
 
 from . import _engine
+from ._pure_streams import SocketWriter as _SendallWriter
 
 __all__ = ["BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler"]
+
+# The engine's rfile/wfile read and write a socket's descriptor themselves instead of calling
+# its methods.  That gives the stdlib's results only where the methods they stand in for are
+# the ones of a socket class they were written for: makefile() (which setup() would call),
+# recv_into() (what the stdlib's reader calls), sendall() (what the stdlib's writer calls),
+# fileno() and gettimeout() (which they call where the socket's C code reads its descriptor
+# and timeout directly), _cysocketserver_wait (how they park on a cooperative socket), and
+# __getattribute__ (which could reroute any of these).  recv(), send() and settimeout() are
+# not in the list: the stdlib's file objects never call the first two, and the timeout set
+# through the third is read back through gettimeout().
+_STANDS_IN_FOR = frozenset([
+    "makefile", "recv_into", "sendall", "fileno", "gettimeout", "_cysocketserver_wait",
+    "__getattribute__",
+])
+# The socket classes the engine's streams were written for; greenlets.py adds GreenSocket.
+_stream_socket_classes = {socket.socket}
+# Verdicts of _engine_streams_fit() on other classes (subclasses, wrappers, mocks).
+_class_fits = weakref.WeakKeyDictionary()
+
+
+def _register_stream_socket(cls):
+    """Class decorator: the engine's streams may drive sockets of ``cls`` (a class of ours)."""
+    _stream_socket_classes.add(cls)
+    _class_fits.clear()
+    return cls
+
+
+def _fits(cls):
+    # The nearest class of ours in the MRO, and nothing of it overridden.
+    for base in cls.__mro__:
+        if base in _stream_socket_classes:
+            return all(getattr(cls, name, None) is getattr(base, name, None) for name in _STANDS_IN_FOR)
+    return False
+
+
+def _engine_streams_fit(conn):
+    """Whether the engine's rfile/wfile over ``conn`` cannot be told from the stdlib's files.
+
+    True for a socket.socket, a GreenSocket, and a subclass of either that overrides none of
+    _STANDS_IN_FOR, on its class or on the instance.  Anything else (an ssl.SSLSocket, a
+    wrapper, a mock) gets exactly the stdlib's calls.
+    """
+    cls = type(conn)
+    if cls is socket.socket:
+        return True  # no __dict__: nothing can be overridden on the instance
+    fits = _class_fits.get(cls)
+    if fits is None:
+        fits = _class_fits[cls] = _fits(cls)
+    if fits:
+        overrides = getattr(conn, "__dict__", None)
+        if overrides:
+            fits = _STANDS_IN_FOR.isdisjoint(overrides)
+    return fits
 
 
 class BaseRequestHandler:
@@ -58,18 +113,23 @@ class StreamRequestHandler(BaseRequestHandler):
             conn.settimeout(self.timeout)
         if self.disable_nagle_algorithm:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        # The engine's streams only where they cannot be told from what the stdlib asks the
+        # request for; any other request (a mock, an SSL socket, a wrapper) gets those calls.
+        fast = _engine_streams_fit(conn)
         engine = _engine.current()
         # The connection's byte meter, on this package's servers (stats()).
         meter_for = getattr(self.server, "_meter_for", None)
         meter = None if meter_for is None else meter_for(conn)
-        if self.rbufsize == 0:
-            self.rfile = conn.makefile("rb", 0)
+        if self.rbufsize == 0 or not fast:
+            self.rfile = conn.makefile("rb", self.rbufsize)
         else:
             self.rfile = engine.SocketReader(conn, self.rbufsize, meter)
-        if self.wbufsize == 0:
+        if self.wbufsize != 0:
+            self.wfile = conn.makefile("wb", self.wbufsize)
+        elif fast:
             self.wfile = engine.SocketWriter(conn, meter)
         else:
-            self.wfile = conn.makefile("wb", self.wbufsize)
+            self.wfile = _SendallWriter(conn, meter)
 
     def finish(self):
         """Flush wfile (a client that has gone is ignored), then close both files."""

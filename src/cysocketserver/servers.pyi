@@ -71,6 +71,8 @@ class TCPServer(BaseServer):
     # After binding, what getsockname() gives: (host, port), or (host, port, flowinfo, scope_id).
     server_address: tuple[str, int] | tuple[str, int, int, int]
     allow_reuse_port: bool
+    # Accepted TCP connections get TCP_NODELAY when true (the default); None/False: as the stdlib.
+    tcp_nodelay: bool | None
     def __init__(
         self,
         server_address: _InetAddress,

@@ -24,7 +24,7 @@ import tempfile
 import time
 
 from . import report
-from .workloads import DEFAULT, WORKLOADS, by_name
+from .workloads import DEFAULT, HTTP_BODY, WORKLOADS, by_name
 
 __all__ = ["build_parser", "finish_options", "main", "run", "run_benchmark"]
 
@@ -59,6 +59,8 @@ class ServerProcess:
                "--max-seconds", f"{max_seconds:.0f}"]
         if cpus:
             cmd += ["--cpus", cpus]
+        if workload.mode == "http":
+            cmd += ["--http-body", HTTP_BODY]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, env=env, start_new_session=True)
         self.port = None
@@ -238,13 +240,14 @@ def run_one(server, workload, opts):
     """One round against one server: the load client's result plus CPU use on both sides."""
     from .. import _loadgen
 
+    extra = {"expect": HTTP_BODY.encode()} if workload.mode == "http" else {}
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     server_cpu0 = server.cpu_seconds()
     wall0 = time.monotonic()
     result = _loadgen.run(
         workload.mode, opts.host, server.port, connections=workload.connections,
         size=workload.size, duration=opts.duration, warmup=opts.warmup,
-        max_requests=opts.max_requests, drain=DRAIN)
+        max_requests=opts.max_requests, drain=DRAIN, **extra)
     wall = time.monotonic() - wall0
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     server_cpu1 = server.cpu_seconds()
@@ -275,16 +278,27 @@ def run_benchmark(opts, machine=None):
 
     machine: machine_info() taken before this process pinned itself, if it did.
     """
-    impls = ["stdlib", "cysocketserver"]
     notes = []
+    peers = []
     if opts.peers:
-        found, missing = available_peers()
-        impls += found
+        peers, missing = available_peers()
         for name in missing:
             notes.append(f"{name}: not installed, skipped")
-    if opts.reference:
-        impls.append("reference")
     workloads = [by_name(name) for name in opts.workload]
+
+    def impls_for(workload):
+        """Who serves the workload: the peers and the C reference server only echo."""
+        impls = ["stdlib", "cysocketserver"]
+        if workload.echo:
+            impls += peers
+            if opts.reference or workload.reference:
+                impls.append("reference")
+        return impls
+
+    impls = list(dict.fromkeys(i for w in workloads for i in impls_for(w)))
+    if any(w.mode == "http" for w in workloads):
+        notes.append("http rows: the load client's HTTP/1.1 keep-alive mode (a fixed GET; the "
+                     "status, Content-Length and body of every response checked); wrk is not used")
     per_round = opts.warmup + opts.duration + DRAIN + SETTLE + 2.0
     budget = len(workloads) * len(impls) * (opts.rounds * per_round + START_TIMEOUT) + 60
     from .. import _loadgen
@@ -310,7 +324,7 @@ def run_benchmark(opts, machine=None):
             entry = {"workload": workload.as_dict(), "unit": workload.unit,
                      "implementations": {}}
             servers = {}
-            for impl in impls:
+            for impl in impls_for(workload):
                 try:
                     servers[impl] = pool.start(impl, workload, opts.host, opts.server_cpu, budget)
                 except RuntimeError as exc:

@@ -75,8 +75,12 @@ def format_table(results):
         "",
     ]
     header = ["workload", "server", "unit", "stdlib", "cysocketserver", "ratio",
-              "p99 stdlib", "p99 cysocketserver", "CPU/req stdlib", "CPU/req cysocketserver"]
+              "p50 stdlib", "p50 cysocketserver", "p99 stdlib", "p99 cysocketserver",
+              "CPU/req stdlib", "CPU/req cysocketserver"]
     header += [LABELS.get(i, i) for i in extra]
+    with_reference = "reference" in extra
+    if with_reference:
+        header.append("cysocketserver / C ref")
     rows = [header]
     footnotes = []
     for entry in results["workloads"]:
@@ -88,12 +92,18 @@ def format_table(results):
         row = [w["name"], w["server"], unit,
                fmt_rate(med["stdlib"], unit), fmt_rate(med["cysocketserver"], unit),
                f"{r:.2f}x" if r is not None else "-",
+               fmt_us((med["stdlib"] or {}).get("p50_us")),
+               fmt_us((med["cysocketserver"] or {}).get("p50_us")),
                fmt_us((med["stdlib"] or {}).get("p99_us")),
                fmt_us((med["cysocketserver"] or {}).get("p99_us")),
                fmt_cpu((med["stdlib"] or {}).get("server_cpu_us")),
                fmt_cpu((med["cysocketserver"] or {}).get("server_cpu_us"))]
         for impl in extra:
-            row.append(fmt_rate(med[impl], unit))
+            # Not every server runs every workload (the peers and the C server only echo).
+            row.append(fmt_rate(med[impl], unit) if impl in impl_data else "-")
+        if with_reference:
+            to_limit = ratio(entry, "cysocketserver", base="reference")
+            row.append(f"{to_limit:.2f}x" if to_limit is not None else "-")
         rows.append(row)
         for impl in impls:
             data = impl_data.get(impl, {})
@@ -108,10 +118,13 @@ def format_table(results):
                                  f"{data['server_tracebacks']} traceback(s)")
     out += _render(rows, ["<", "<", "<"] + [">"] * (len(header) - 3))
     out.append("")
-    out.append("ratio = cysocketserver rate / stdlib rate (higher is better); p99 = 99th "
-               "percentile latency of one request (stream: of one line);")
+    out.append("ratio = cysocketserver rate / stdlib rate (higher is better); p50/p99 = median "
+               "and 99th percentile latency of one request (stream: of one line);")
     out.append("CPU/req = the server process's CPU time (user + system) per request: what a "
                "request costs, whatever share of the cores the server got.")
+    if with_reference:
+        out.append("C echo (ref) = a single-threaded C epoll echo server: the limit of this load "
+                   "client on this machine; cysocketserver / C ref = how close to it we come.")
     if engine not in ("compiled", "?"):
         out.append(f"NOTE: cysocketserver ran its {engine} engine (the compiled modules did "
                    "not load), so this is not the compiled package's speed.")

@@ -9,7 +9,9 @@ cysocketserver.  It binds port 0 on the loopback address, prints one JSON line
 
 The socketserver handlers are written once (make_handlers) and built on whichever module
 ``--impl`` names, so both implementations run the very same code.  The peers (asyncio,
-uvloop, gevent) and the C reference echo serve the same bytes in their own idiom.
+uvloop, gevent) and the C reference echo serve the same bytes in their own idiom.  The http
+handlers are the stdlib's http.server (make_http_handler), which cysocketserver runs after
+``install()``.
 """
 import argparse
 import json
@@ -22,9 +24,10 @@ if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.
     del sys.path[0]
 
 IMPLS = ("stdlib", "cysocketserver", "asyncio", "uvloop", "gevent", "reference")
-HANDLERS = ("line", "raw", "datagram")
+HANDLERS = ("line", "raw", "datagram", "http", "http-nodelay")
 SERVERS = ("TCPServer", "ThreadingTCPServer", "UDPServer", "ThreadingUDPServer",
-           "GreenletTCPServer", "ThreadPoolTCPServer", "ThreadPoolUDPServer")
+           "GreenletTCPServer", "ThreadingHTTPServer", "GreenletHTTPServer",
+           "ThreadPoolTCPServer", "ThreadPoolUDPServer")
 # The pool's size in the benchmark: a thread for each of the 100-connection workloads' clients.
 POOL_THREADS = 128
 # The stdlib's default listen backlog (5) overflows as soon as more clients connect at once,
@@ -56,6 +59,29 @@ def make_handlers(ss):
     return {"line": LineEcho, "raw": RawEcho, "datagram": DatagramEcho}
 
 
+def make_http_handler(http_server, body, nodelay):
+    """http.server's BaseHTTPRequestHandler on keep-alive connections, answering body to GET.
+
+    As most handlers do, it writes the headers (end_headers) and then the body: two writes.
+    """
+
+    class Hello(http_server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = nodelay
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    return Hello
+
+
 def announce(port, engine):
     sys.stdout.write(json.dumps({"port": port, "engine": engine, "pid": os.getpid()}) + "\n")
     sys.stdout.flush()
@@ -78,7 +104,36 @@ def watch_parent(max_seconds):
     timer.start()
 
 
+def serve_http(args):
+    if args.impl == "stdlib":
+        engine = "stdlib"
+    else:
+        import cysocketserver
+
+        cysocketserver.install()       # before http.server takes socketserver's classes
+        engine = cysocketserver.IMPLEMENTATION
+    import http.server
+
+    handler = make_http_handler(http.server, args.http_body.encode(),
+                                args.handler == "http-nodelay")
+    if args.server == "GreenletHTTPServer" and args.impl != "stdlib":
+        base = type("GreenletHTTPServer", (cysocketserver.GreenletMixIn, http.server.HTTPServer), {})
+    else:
+        # The stdlib has no greenlet servers: it is measured with its threads.
+        base = http.server.ThreadingHTTPServer
+
+    class Server(base):
+        daemon_threads = True
+        request_queue_size = BACKLOG
+
+    with Server((args.host, 0), handler) as server:
+        announce(server.server_address[1], engine)
+        server.serve_forever()
+
+
 def serve_socketserver(args):
+    if args.handler.startswith("http"):
+        return serve_http(args)
     if args.impl == "stdlib":
         import socketserver as ss
         engine = "stdlib"
@@ -202,6 +257,7 @@ def main(argv=None):
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--cpus", default="", help="CPUs to run on, e.g. 1 or 0,1")
     parser.add_argument("--max-seconds", type=float, default=3600.0)
+    parser.add_argument("--http-body", default="", help="http handlers: the body of every answer")
     args = parser.parse_args(argv)
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})

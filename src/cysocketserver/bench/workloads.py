@@ -1,18 +1,28 @@
 """The benchmark's workloads: which server and handler, and what traffic the load client sends."""
 from dataclasses import asdict, dataclass
 
-__all__ = ["Workload", "WORKLOADS", "DEFAULT", "by_name"]
+__all__ = ["Workload", "WORKLOADS", "DEFAULT", "HTTP_BODY", "by_name"]
+
+# What the http.server handler answers to every GET, and the load client checks.
+HTTP_BODY = "Hello world\n"
 
 
 @dataclass(frozen=True)
 class Workload:
     name: str
     description: str
-    server: str          # class name in socketserver / cysocketserver
-    handler: str         # "line", "raw" or "datagram" (see server.make_handlers)
-    mode: str            # load client mode: pingpong, connect, stream, udp
+    server: str          # class name in socketserver / cysocketserver (or http.server)
+    handler: str         # "line", "raw", "datagram", "http" or "http-nodelay" (see server.py)
+    mode: str            # load client mode: pingpong, connect, stream, udp, http
     connections: int
-    size: int            # bytes per request (stream: per line)
+    size: int            # bytes per request (stream: per line; http: of the response's body)
+    # Also run the C reference echo server, so that the ratio to it (the limit) is printed.
+    reference: bool = False
+
+    @property
+    def echo(self):
+        """Whether the servers echo (the peers and the C reference server only echo)."""
+        return self.mode != "http"
 
     @property
     def transport(self):
@@ -54,16 +64,36 @@ WORKLOADS = [
     # Greenlet servers; the stdlib, which has none, runs ThreadingTCPServer.
     Workload("greenlet-line-16x64",
              "GreenletTCPServer (stdlib: ThreadingTCPServer) line echo, 16 connections, 64 B",
-             "GreenletTCPServer", "line", "pingpong", 16, 64),
+             "GreenletTCPServer", "line", "pingpong", 16, 64, reference=True),
     Workload("greenlet-line-100x64",
              "GreenletTCPServer (stdlib: ThreadingTCPServer) line echo, 100 connections, 64 B",
-             "GreenletTCPServer", "line", "pingpong", 100, 64),
+             "GreenletTCPServer", "line", "pingpong", 100, 64, reference=True),
     Workload("greenlet-line-16x4k",
              "GreenletTCPServer (stdlib: ThreadingTCPServer) line echo, 16 connections, 4 KiB",
-             "GreenletTCPServer", "line", "pingpong", 16, 4096),
+             "GreenletTCPServer", "line", "pingpong", 16, 4096, reference=True),
     Workload("greenlet-connect-16",
              "GreenletTCPServer (stdlib: ThreadingTCPServer) connect, one line, close; 16 at a time",
-             "GreenletTCPServer", "line", "connect", 16, 64),
+             "GreenletTCPServer", "line", "connect", 16, 64, reference=True),
+    # http.server on HTTP/1.1 keep-alive connections: BaseHTTPRequestHandler answering every
+    # GET with HTTP_BODY (headers and body in two writes); cysocketserver runs it after install().
+    Workload("http-16", "http.server keep-alive, 16 connections, default handler settings",
+             "ThreadingHTTPServer", "http", "http", 16, len(HTTP_BODY)),
+    Workload("http-100", "http.server keep-alive, 100 connections, default handler settings",
+             "ThreadingHTTPServer", "http", "http", 100, len(HTTP_BODY)),
+    Workload("http-nodelay-16",
+             "http.server keep-alive, 16 connections, disable_nagle_algorithm = True",
+             "ThreadingHTTPServer", "http-nodelay", "http", 16, len(HTTP_BODY)),
+    Workload("http-nodelay-100",
+             "http.server keep-alive, 100 connections, disable_nagle_algorithm = True",
+             "ThreadingHTTPServer", "http-nodelay", "http", 100, len(HTTP_BODY)),
+    Workload("greenlet-http-16",
+             "GreenletMixIn + HTTPServer (stdlib: ThreadingHTTPServer) keep-alive, 16 connections, "
+             "disable_nagle_algorithm = True",
+             "GreenletHTTPServer", "http-nodelay", "http", 16, len(HTTP_BODY)),
+    Workload("greenlet-http-100",
+             "GreenletMixIn + HTTPServer (stdlib: ThreadingHTTPServer) keep-alive, 100 connections, "
+             "disable_nagle_algorithm = True",
+             "GreenletHTTPServer", "http-nodelay", "http", 100, len(HTTP_BODY)),
     # The bounded thread pool; the stdlib, which has none, runs its Threading* server.
     Workload("pool-line-16x64",
              "ThreadPoolTCPServer (stdlib: ThreadingTCPServer) line echo, 16 connections, 64 B",
@@ -79,7 +109,7 @@ WORKLOADS = [
              "ThreadPoolUDPServer", "datagram", "udp", 16, 64),
 ]
 
-DEFAULT = [w.name for w in WORKLOADS[:8]]
+DEFAULT = [w.name for w in WORKLOADS[:8]] + ["http-16"]
 
 _BY_NAME = {w.name: w for w in WORKLOADS}
 

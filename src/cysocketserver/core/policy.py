@@ -14,6 +14,7 @@ import socket
 from typing import Any, Callable, Optional
 
 from . import guards as _guards
+from .nodelay import wants_nodelay
 
 __all__ = [
     "BATCH", "PAUSE_FIRST", "PAUSE_MAX", "RESOURCE_ERRNOS",
@@ -234,6 +235,7 @@ class Plan:
     skip_release: bool            # shutdown_request/close_request are ours and do nothing
     track_connections: bool       # stream connections go into the registry
     nonblocking: bool             # the listener is non-blocking while serving
+    nodelay: bool                 # accepted connections get TCP_NODELAY (INTAKE_ACCEPT)
     can_take: Optional[Callable[[], bool]]   # asked after each request; None: always
     room: Optional[Callable[[], bool]]       # asked before taking: under max_connections
     intake_error: Callable[[int], float]     # accept()/recvfrom() failed: pause seconds
@@ -279,6 +281,7 @@ def make_plan(server, model):
         elif sock.type == socket.SOCK_DGRAM:
             plan.intake = INTAKE_RECVFROM
             plan.max_packet = server.max_packet_size
+    plan.nodelay = plan.intake == INTAKE_ACCEPT and wants_nodelay(server)
     plan.track_connections = sock is not None and getattr(sock, "type", None) == socket.SOCK_STREAM
     plan.nonblocking = cooperative or plan.intake != INTAKE_HOOKS
     plan.admit = make_admit(server, plan)

@@ -4,6 +4,7 @@ A connection holds its thread for its whole life, as in the socketserver model. 
 thread is busy the model says it can take no more; the loop stops accepting until a thread is
 free again, so nothing waits in an unbounded queue: the kernel's backlog holds the clients.
 """
+import sys
 import threading
 
 from ..threadpool import WorkerPool
@@ -50,7 +51,12 @@ class PooledThreads(Inline):
         entry = self.server._connection_registry.get(request)
         if entry is not None:
             entry.holder = threading.current_thread()
-        target(request, client_address)
+        try:
+            target(request, client_address)
+        except BaseException:
+            # What escapes process_request_thread (SystemExit, KeyboardInterrupt) is reported as
+            # an unhandled exception in a thread of its own would be; the pooled thread goes on.
+            threading.excepthook(threading.ExceptHookArgs((*sys.exc_info(), threading.current_thread())))
 
     def stats(self):
         pool = self.pool

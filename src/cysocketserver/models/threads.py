@@ -40,6 +40,9 @@ class NoThreads:
     def join(self):
         pass
 
+    def __len__(self):
+        return 0
+
 
 class ThreadPerRequest(Inline):
     name = "threads"
