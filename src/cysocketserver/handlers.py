@@ -117,9 +117,10 @@ class StreamRequestHandler(BaseRequestHandler):
         # request for; any other request (a mock, an SSL socket, a wrapper) gets those calls.
         fast = _engine_streams_fit(conn)
         engine = _engine.current()
-        # The connection's byte meter, on this package's servers (stats()).
-        meter_for = getattr(self.server, "_meter_for", None)
-        meter = None if meter_for is None else meter_for(conn)
+        # The connection's byte meter, on this package's servers (stats()); looked up on the
+        # class, so that a stand-in server (a Mock, in CPython's own tests) offers none.
+        meter_for = getattr(type(self.server), "_meter_for", None)
+        meter = None if meter_for is None else meter_for(self.server, conn)
         if self.rbufsize == 0 or not fast:
             self.rfile = conn.makefile("rb", self.rbufsize)
         else:
