@@ -6,7 +6,8 @@ the engine does lives in ``core.policy``; the engine is mechanism only.
 """
 from typing import Any, Callable, Optional, Protocol
 
-__all__ = ["Waiter", "ServeLoop", "SocketReader", "SocketWriter", "Hub", "Model", "Engine"]
+__all__ = ["Waiter", "ServeLoop", "SocketReader", "SocketWriter", "Hub", "Model", "Meter",
+           "Counters", "Engine"]
 
 LISTENER_READY = 1
 WOKEN = 2
@@ -51,15 +52,46 @@ class ServeLoop(Protocol):
 
 
 class SocketReader(Protocol):
-    """What ``sock.makefile('rb', buffer_size)`` returns, byte for byte and error for error."""
+    """What ``sock.makefile('rb', buffer_size)`` returns, byte for byte and error for error;
+    the bytes it receives are added to ``meter.received`` when given a meter."""
 
-    def __init__(self, sock: Any, buffer_size: int) -> None: ...
+    def __init__(self, sock: Any, buffer_size: int, meter: Optional["Meter"] = None) -> None: ...
 
 
 class SocketWriter(Protocol):
-    """StreamRequestHandler's unbuffered ``wfile``: ``write()`` sends every byte."""
+    """StreamRequestHandler's unbuffered ``wfile``: ``write()`` sends every byte (added to
+    ``meter.sent``)."""
 
-    def __init__(self, sock: Any) -> None: ...
+    def __init__(self, sock: Any, meter: Optional["Meter"] = None) -> None: ...
+
+
+class Meter(Protocol):
+    """The bytes one connection has moved; the streams add to it."""
+
+    received: int
+    sent: int
+
+
+class Counters(Protocol):
+    """A server's totals.  Each update is atomic: handler threads call them concurrently."""
+
+    connections_total: int
+    connections_rejected_total: int
+    handler_errors_total: int
+    accept_errors_total: int
+    idle_closed_total: int
+    drain_finished_total: int
+    drain_cut_total: int
+    bytes_received_closed: int
+    bytes_sent_closed: int
+
+    def connection_opened(self) -> None: ...
+    def connection_rejected(self) -> None: ...
+    def handler_error(self) -> None: ...
+    def accept_error(self) -> None: ...
+    def idle_closed(self, count: int = 1) -> None: ...
+    def drained(self, finished: int, cut: int) -> None: ...
+    def fold(self, meter: Meter) -> None: ...
 
 
 class Hub(Protocol):
@@ -85,9 +117,15 @@ class Model(Protocol):
     request_class: type
     cooperative: bool
 
+    name: str
+    keeps_connections: bool   # False: the guards cannot act on its connections (forks)
+
     def attach(self, loop: ServeLoop) -> None: ...
     def can_take(self) -> bool: ...
     def start(self, target: Callable[[Any, Any], None], request: Any, client_address: Any) -> None: ...
+    def nap(self, seconds: float) -> None:
+        """Wait while the handlers run (server_close()'s drain)."""
+    def stats(self) -> dict: ...
     def close(self, block: bool) -> None: ...
 
 
@@ -97,3 +135,5 @@ class Engine(Protocol):
     SocketReader: type
     SocketWriter: type
     Hub: type
+    Counters: type
+    Meter: type

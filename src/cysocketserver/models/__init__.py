@@ -9,8 +9,10 @@ the listener (the kernel's backlog holds the clients) until the model calls
 Interface (``core.seam.Model``): ``batch`` (requests per wake-up), ``request_class`` (the class
 of accepted sockets), ``cooperative`` (the listener is waited on through a hub),
 ``attach(loop)``, ``can_take()``, ``start(target, request, client_address)`` (run
-``target(request, client_address)``), ``close(block)`` (server_close: wait for running
-requests when ``block``).
+``target(request, client_address)``), ``nap(seconds)`` (wait while the handlers run, for the
+drain), ``stats()`` (its own figures for ``stats()``), ``close(block)`` (server_close: wait for
+running requests when ``block``); ``name``, and ``keeps_connections`` (False where a child
+process owns each connection, so the guards cannot act on it).
 """
 from .inline import Inline
 
