@@ -292,11 +292,15 @@ def slowloris(impl, model, attackers=300, nofile=256, per_client=16, seconds=3.0
         server.stop(signal.SIGKILL)
 
 
-def flood(impl, model, connections=2000, nofile=1024, limit=100, full_seconds=1.0):
+def flood(impl, model, connections=2000, nofile=1024, limit=100, full_seconds=1.0,
+          backlog=2048):
     """2000 connections against max_connections with a descriptor limit: the server's CPU while
-    it is full, and how long after the flood goes away a normal client is served again."""
+    it is full, and how long after the flood goes away a normal client is served again.  The
+    backlog is large enough for every handshake to complete at once: the server, not the
+    kernel, must hold the line (the stdlib's runs out of descriptors)."""
     flags = ["--max-connections", str(limit), "--max-threads", str(limit + 28)]
-    server = EchoProcess(impl, model, flags if model == "pool" else flags[:2], nofile=nofile)
+    server = EchoProcess(impl, model, flags if model == "pool" else flags[:2], nofile=nofile,
+                         backlog=backlog)
     try:
         with raised_nofile(connections + 200):
             socks = open_many(server.address, connections)
