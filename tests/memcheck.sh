@@ -4,8 +4,9 @@
 # engine only. Fails on any invalid read, write or free anywhere, and on memory definitely lost
 # with one of the package's compiled modules on the allocating stack.
 #
-# Not part of .ci/run: under memcheck the interpreter runs 20-50 times slower, so this takes a
-# few minutes. Usage: tests/memcheck.sh [extra pytest arguments]
+# Under memcheck the interpreter runs 20-50 times slower: this takes about a minute and a half
+# on a 2-core machine. .ci/run runs it (CYSOCKETSERVER_SKIP_MEMCHECK=1 skips it there).
+# Usage: tests/memcheck.sh [extra pytest arguments]
 # Needs valgrind (apt-get install valgrind; installed here when run as root on Debian/Ubuntu)
 # and the extensions built in place (python setup.py build_ext --inplace) or installed.
 set -euo pipefail
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 if ! command -v valgrind >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get install -y -q valgrind >/dev/null
+        apt-get update -q >/dev/null && apt-get install -y -q valgrind >/dev/null
     else
         echo "memcheck.sh: valgrind is not installed (apt-get install valgrind)" >&2
         exit 2
@@ -23,7 +24,11 @@ fi
 
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+# An in-place build (python setup.py build_ext --inplace) is used where there is one; else the
+# installed package (as in .ci/run).
+if compgen -G "src/cysocketserver/_streams*.so" >/dev/null; then
+    export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+fi
 # The interpreter's own allocator hides use-after-free from memcheck: plain malloc instead.
 export PYTHONMALLOC=malloc
 "$PYTHON" -c "import cysocketserver, sys; sys.exit(cysocketserver.IMPLEMENTATION != 'compiled')" || {
@@ -33,6 +38,7 @@ export PYTHONMALLOC=malloc
 # times out here says nothing about memory, so the test outcome is reported but not judged.
 set +e
 valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite --num-callers=40 \
+    --suppressions=tests/memcheck.supp \
     --log-file="$logs/memcheck.%p.log" \
     "$PYTHON" -m pytest -q -p no:cacheprovider \
         tests/test_streams.py tests/test_guards.py tests/test_greenlet.py \
