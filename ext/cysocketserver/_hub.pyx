@@ -2,7 +2,8 @@
 """The greenlet hub, compiled: epoll (poll() elsewhere), a timer heap, a ready queue, descriptor
 waiters and a wake-up descriptor.  One per OS thread.
 
-The interface and the rules are those of the pure-Python twin, ``cysocketserver._pure_hub``:
+The interface and the rules are those of the pure-Python twin, ``cysocketserver._pure_hub``
+(whose docstring is the seam); what both share is in ``cysocketserver._hubcommon``:
 the hub runs in a greenlet of its own; a greenlet that must wait registers what it waits for
 and switches to the hub, and only the hub switches back into a waiting greenlet.  Every park
 may return early (a stale wake-up), so callers re-check what they waited for.
@@ -31,7 +32,7 @@ import threading
 import traceback
 import warnings
 
-from cysocketserver._pure_hub import HubBlockedWarning, describe_block
+from cysocketserver._hubcommon import HubBlockedWarning, describe_block
 
 try:
     from greenlet import GreenletExit, getcurrent, greenlet

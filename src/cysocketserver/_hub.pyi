@@ -2,7 +2,7 @@
 from collections.abc import Callable
 from typing import Any, final
 
-from ._pure_hub import HubBlockedWarning as HubBlockedWarning
+from ._hubcommon import HubBlockedWarning as HubBlockedWarning
 
 __all__ = ["Hub", "HubBlockedWarning"]
 

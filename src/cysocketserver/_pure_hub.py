@@ -10,16 +10,19 @@ The seam (identical in both engines):
 ``Hub()``
     ``wait_fd(fd, events, deadline)`` park until ``fd`` is ready for ``events`` (POLLIN/POLLOUT)
     or until ``deadline`` (time.monotonic() seconds; negative: none); True if it timed out.
-    ``forget_fd(fd)`` before the descriptor is closed.  ``sleep(seconds)``.  ``park()``: switch
+    The deadline is a number: ``None`` is refused with TypeError by both hubs (a
+    negative number means no deadline).  A descriptor that cannot be polled (a regular file)
+    is ready at once.  ``forget_fd(fd)`` before the descriptor is closed: whoever waits on it
+    is woken once (even a greenlet waiting to read and to write).  ``sleep(seconds)``.  ``park()``: switch
     to the hub until someone calls ``wake(greenlet)`` (or ``wake_threadsafe`` from another
     thread).  ``spawn(fn, *args)``: a new greenlet, started by the hub.  ``kill(greenlet)``:
     throw GreenletExit into it, from the hub.  ``call_threadsafe(fn, *args)``: run ``fn`` in the
     hub from any thread.  ``block_warning``: seconds (None: off) a greenlet may keep the hub
     before a warning says so.  ``thread_ident``.
 
-Every park may return early (a stale wake-up): callers re-check what they waited for.
+Every park may return early (a stale wake-up): callers re-check what they waited for.  No
+single wait of the hub is longer than ``_hubcommon.MAX_WAIT_SECONDS``.
 """
-import errno
 import heapq
 import os
 import selectors
@@ -30,6 +33,8 @@ import warnings
 from collections import deque
 from time import monotonic
 
+from ._hubcommon import MAX_WAIT_SECONDS, POLLIN, POLLOUT, HubBlockedWarning, describe_block
+
 try:
     from greenlet import GreenletExit, getcurrent, greenlet
 except ImportError:  # reported when a hub is made (greenlets.py says how to get it)
@@ -38,14 +43,7 @@ except ImportError:  # reported when a hub is made (greenlets.py says how to get
 
 __all__ = ["Hub", "HubBlockedWarning"]
 
-POLLIN = 1
-POLLOUT = 4
-
 TIMED_OUT = object()
-
-
-class HubBlockedWarning(RuntimeWarning):
-    """A greenlet ran longer than the hub's block_warning without giving the hub a turn."""
 
 
 class _Throw:
@@ -61,24 +59,13 @@ def _root(glet):
     return glet
 
 
-def describe_block(glet, held):
-    """The warning text for a greenlet that kept the hub for ``held`` seconds."""
-    what = "a greenlet"
-    label = getattr(glet, "cysocketserver_label", None)
-    if label is not None:
-        handler_class, client_address = label
-        what = "the greenlet of handler %s for %r" % (
-            getattr(handler_class, "__qualname__", handler_class), client_address)
-    where = "and finished"
-    frame = getattr(glet, "gr_frame", None)
-    if frame is not None:
-        stack = traceback.extract_stack(frame)
-        # The innermost frame outside this package: the user's code that ran so long.
-        pkg = os.path.dirname(os.path.abspath(__file__))
-        user = [f for f in stack if not os.path.abspath(f.filename).startswith(pkg + os.sep)]
-        f = (user or stack)[-1]
-        where = "until it waited at %s:%d in %s()" % (f.filename, f.lineno, f.name)
-    return "%s kept the hub for %.3f s %s" % (what, held, where)
+def _seconds(value):
+    """A deadline as the compiled hub's ``double`` argument takes it: a real number."""
+    if type(value) is float:
+        return value
+    if value is None or isinstance(value, (str, bytes, bytearray)):
+        raise TypeError("must be real number, not %s" % type(value).__name__)
+    return float(value)
 
 
 class _Fd:
@@ -180,9 +167,12 @@ class Hub:
     # -- descriptors ----------------------------------------------------------------------------
 
     def wait_fd(self, fd, events, deadline):
+        deadline = _seconds(deadline)
         cur = getcurrent()
         if cur is self.glet:
             raise RuntimeError("the hub itself cannot wait for a descriptor")
+        if fd < 0:
+            raise ValueError(f"Invalid file descriptor: {fd}")
         ent = self._fds.get(fd)
         if ent is None:
             ent = self._fds[fd] = _Fd()
@@ -200,7 +190,7 @@ class Hub:
                 self._interest(fd, ent)
             except PermissionError:
                 return False  # not pollable (a regular file): always ready
-            if deadline is not None and deadline >= 0:
+            if deadline >= 0:
                 timer = self._add_timer(deadline, cur, TIMED_OUT)
             value = self.glet.switch()
         finally:
@@ -234,10 +224,13 @@ class Hub:
             except (KeyError, ValueError, OSError):
                 pass
         if ent is not None:
-            # Whoever still waits on it learns at its next syscall that it is gone.
-            for glet in (ent.reader, ent.writer):
-                if glet is not None:
-                    self._ready.append((glet, None))
+            # Whoever still waits on it learns at its next syscall that it is gone; a greenlet
+            # waiting to read and to write is woken once (a second wake-up would end its next,
+            # unrelated park early).
+            if ent.reader is not None:
+                self._ready.append((ent.reader, None))
+            if ent.writer is not None and ent.writer is not ent.reader:
+                self._ready.append((ent.writer, None))
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -284,7 +277,8 @@ class Hub:
 
     def _run_once(self):
         calls = self._calls
-        while calls:
+        # The calls queued so far; those they queue run at the next turn, as in the compiled hub.
+        for _ in range(len(calls)):
             fn, args = calls.popleft()
             fn(*args)
         timers = self._timers
@@ -304,7 +298,7 @@ class Hub:
         if ready or calls:
             timeout = 0
         elif timers:
-            timeout = max(0.0, timers[0][0] - monotonic())
+            timeout = min(max(0.0, timers[0][0] - monotonic()), MAX_WAIT_SECONDS)
         else:
             timeout = None
         for key, mask in self._selector.select(timeout):

@@ -21,7 +21,7 @@ import _socket
 from greenlet import GreenletExit, getcurrent
 
 from ._engine import Hub
-from ._pure_hub import HubBlockedWarning
+from ._hubcommon import HubBlockedWarning
 # The same back-off as the threaded servers' loop when accept() runs out of descriptors.
 from ._pure_loop import PAUSE_FIRST, PAUSE_MAX, RESOURCE_ERRNOS, dispatch
 from .servers import TCPServer, UDPServer

@@ -5,7 +5,7 @@ from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 from ._engine import Hub
-from ._pure_hub import HubBlockedWarning as HubBlockedWarning
+from ._hubcommon import HubBlockedWarning as HubBlockedWarning
 from .servers import TCPServer, UDPServer, _RequestType, _RetAddress
 
 __all__ = [
