@@ -279,3 +279,12 @@ def test_sockets_left_open_are_not_ours(hub):
         assert hub.wait_fd(a.fileno(), POLLIN, -1.0) is False
         hub.close()
         os.fstat(a.fileno())
+
+
+def test_one_cap_on_a_single_wait():
+    # Both hubs, the serve loop's poller and the streams wait at most this long in one call.
+    assert _hubcommon.MAX_WAIT_SECONDS == 86400.0
+    if cysocketserver.IMPLEMENTATION == "compiled":
+        from cysocketserver import _hub
+
+        assert _hub.MAX_WAIT_SECONDS == _hubcommon.MAX_WAIT_SECONDS

@@ -13,14 +13,13 @@ request/response cycle makes no epoll_ctl() call; an event nobody waits for any 
 the interest.  ``forget_fd()`` must be called before a watched descriptor is closed.
 """
 cimport cython
-from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
+from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
-cimport libc.errno
 from libc.errno cimport errno, EEXIST, ENOENT, EPERM
-from libc.math cimport ceil
 from libc.stdint cimport uint32_t, uint64_t
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
+from cysocketserver.includes.clock cimport MAX_WAIT_MS, monotonic as _now, timeout_ms as _timeout_ms
+from cysocketserver.includes.errors cimport raise_errno
 from cysocketserver.includes.syscalls cimport *
 from cysocketserver.includes.wakeup cimport (
     wakeup_close, wakeup_drain, wakeup_open, wakeup_signal,
@@ -42,6 +41,9 @@ except ImportError:  # reported when a hub is made (greenlets.py says how to get
 
 __all__ = ["Hub", "HubBlockedWarning"]
 
+# The longest single epoll_wait()/poll() (includes/platform.h), as _hubcommon states it.
+MAX_WAIT_SECONDS = MAX_WAIT_MS / 1000.0
+
 cdef enum:
     BACKEND_EPOLL = 1
     BACKEND_POLL = 2
@@ -52,20 +54,6 @@ cdef enum:
 cdef object TIMED_OUT = object()
 cdef object _partial = functools.partial
 cdef object _get_ident = threading.get_ident
-
-
-cdef inline double _now() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
-
-
-cdef inline int _timeout_ms(double timeout) noexcept:
-    if timeout < 0:
-        return -1
-    if timeout > 86400.0:
-        return 86400 * 1000
-    return <int>ceil(timeout * 1000.0)
 
 
 @cython.final
@@ -136,9 +124,7 @@ cdef int _wait_failed(int err) except -1:
     if err == EINTR:
         PyErr_CheckSignals()
         return 0
-    libc.errno.errno = err
-    PyErr_SetFromErrno(OSError)
-    return -1
+    return raise_errno(err)
 
 
 @cython.final
@@ -157,21 +143,22 @@ cdef class Hub:
         self.timers = []
         self.ready = []
         self.calls = []
+        # On failure __dealloc__ closes whatever was opened.
         if CYS_HAVE_EPOLL:
             self.backend = BACKEND_EPOLL
             self.epfd = epoll_create1(EPOLL_CLOEXEC)
             if self.epfd < 0:
-                PyErr_SetFromErrno(OSError)
+                raise_errno(errno)
         else:
             self.backend = BACKEND_POLL
         if wakeup_open(&self.wakeup) < 0:
-            PyErr_SetFromErrno(OSError)
+            raise_errno(errno)
         if self.backend == BACKEND_EPOLL:
             ev.events = EPOLLIN
             ev.data.u64 = 0
             ev.data.fd = self.wakeup.rfd
             if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.wakeup.rfd, &ev) < 0:
-                PyErr_SetFromErrno(OSError)
+                raise_errno(errno)
         self.root = _root(getcurrent())
         self.glet = greenlet(self._run, self.root)
 
@@ -325,7 +312,7 @@ cdef class Hub:
             if rc < 0:
                 if errno == EPERM:
                     return False
-                PyErr_SetFromErrno(OSError)
+                return raise_errno(errno)
         ent.mask = mask
         return True
 

@@ -12,11 +12,11 @@ from libc.errno cimport errno
 from libc.string cimport memset
 
 from cysocketserver._poller cimport Poller, LISTENER_READY, WOKEN
+from cysocketserver.includes.clock cimport monotonic
 from cysocketserver.includes.syscalls cimport *
 
 import socket as _socket
 import threading
-from time import monotonic
 
 __all__ = ["ServeLoop"]
 

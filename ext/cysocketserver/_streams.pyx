@@ -42,7 +42,12 @@ from cpython.unicode cimport PyUnicode_FromString
 from libc cimport errno as cerrno
 from libc.errno cimport EAGAIN, EINTR
 from libc.string cimport memchr, memcpy
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+from cysocketserver.includes.clock cimport monotonic as _monotonic
+from cysocketserver.includes.syscalls cimport (
+    EWOULDBLOCK, MSG_DONTWAIT, MSG_NOSIGNAL, POLLIN, POLLOUT, cyss_block_signals, cyss_poll1,
+    cyss_restore_signals, cyss_sigstate, pollfd, recv, send,
+)
 
 import io
 import os
@@ -54,27 +59,6 @@ from io import UnsupportedOperation
 from socket import SocketIO as _SocketIO
 
 __all__ = ["SocketReader", "SocketWriter"]
-
-
-cdef extern from "_compat.h" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    const short POLLIN
-    const short POLLOUT
-
-    ssize_t recv(int fd, void *buf, size_t n, int flags)
-    ssize_t send(int fd, const void *buf, size_t n, int flags)
-    const int MSG_DONTWAIT
-    const int MSG_NOSIGNAL
-    const int EWOULDBLOCK
-
-    ctypedef struct cyss_sigstate:
-        int active
-    void cyss_block_signals(cyss_sigstate *st)
-    void cyss_restore_signals(cyss_sigstate *st)
-    int cyss_poll1(pollfd *pfd, double timeout, cyss_sigstate *st)
 
 
 cdef extern from "Python.h":
@@ -112,12 +96,6 @@ os.register_at_fork(after_in_child=_forget_main_thread)
 
 cdef inline bint _in_main_thread() noexcept:
     return <unsigned long>PyThread_get_thread_ident() == _main_ident
-
-
-cdef inline double _monotonic() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
 
 
 cdef int _raise_errno(int err) except -1:
@@ -250,7 +228,7 @@ cdef class _SocketStream:
             pfd.events = events
             pfd.revents = 0
             if main:
-                # Make sure no signal is left pending while we sleep (_compat.h).
+                # Make sure no signal is left pending while we sleep (platform.h).
                 cyss_block_signals(&sigs)
                 try:
                     PyErr_CheckSignals()

@@ -6,6 +6,8 @@ from ._hubcommon import HubBlockedWarning as HubBlockedWarning
 
 __all__ = ["Hub", "HubBlockedWarning"]
 
+MAX_WAIT_SECONDS: float
+
 @final
 class Hub:
     # greenlet objects (the greenlet package ships no type information).
