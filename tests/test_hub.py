@@ -288,3 +288,74 @@ def test_one_cap_on_a_single_wait():
         from cysocketserver import _hub
 
         assert _hub.MAX_WAIT_SECONDS == _hubcommon.MAX_WAIT_SECONDS
+
+
+def test_io_budget_makes_a_busy_greenlet_give_way(hub):
+    # Two greenlets whose I/O never waits: each gives way after io_budget operations.
+    order = []
+
+    def busy(name, ops):
+        for _ in range(ops):
+            order.append(name)
+            hub.io_done()
+
+    hub.io_budget = 3
+    hub.spawn(busy, "a", 7)
+    hub.spawn(busy, "b", 7)
+    hub.sleep(0.01)
+    assert "".join(order) == "aaabbbaaabbbab"
+    del order[:]
+    hub.io_budget = 0  # no limit
+    assert hub.io_budget == 0
+    hub.spawn(busy, "a", 500)
+    hub.spawn(busy, "b", 500)
+    hub.sleep(0.01)
+    assert "".join(order) == "a" * 500 + "b" * 500
+
+
+def test_io_budget_turn_starts_at_each_switch(hub):
+    # A greenlet that waits now and then never spends its budget.
+    order = []
+
+    def polite(name):
+        for _ in range(3):
+            for _ in range(2):
+                order.append(name)
+                hub.io_done()
+            hub.sleep(0)
+
+    hub.io_budget = 3
+    hub.spawn(polite, "a")
+    hub.spawn(polite, "b")
+    hub.sleep(0.01)
+    assert "".join(order) == "aabbaabbaabb"
+
+
+def test_io_budget_outside_a_greenlet_and_in_the_hub(hub):
+    hub.io_budget = 1
+    hub.io_done()  # the thread's main greenlet gives way too (the hub runs, comes back)
+    done = []
+    hub.call_threadsafe(lambda: (hub.io_done(), hub.io_done(), done.append(True)))
+    hub.sleep(0.01)
+    assert done == [True]  # the hub's own calls never give way
+
+
+@pytest.mark.parametrize("value, error", [(-1, ValueError), (1.5, TypeError), (None, TypeError),
+                                          (True, TypeError), (1 << 31, ValueError)])
+def test_io_budget_is_checked(hub, value, error):
+    with pytest.raises(error):
+        hub.io_budget = value
+    assert hub.io_budget == _hubcommon.DEFAULT_IO_BUDGET
+
+
+@pytest.mark.parametrize("engine", ["compiled", "python"])
+def test_io_budget_from_the_environment(engine, monkeypatch):
+    Hub = hub_class(engine)
+    monkeypatch.setenv(_hubcommon.IO_BUDGET_ENV, "7")
+    h = Hub()
+    assert h.io_budget == 7
+    h.close()
+    monkeypatch.setenv(_hubcommon.IO_BUDGET_ENV, "many")
+    h = Hub()
+    assert h.io_budget == _hubcommon.DEFAULT_IO_BUDGET
+    h.close()

@@ -31,7 +31,9 @@ import threading
 import traceback
 import warnings
 
-from cysocketserver._hubcommon import HubBlockedWarning, describe_block
+from cysocketserver._hubcommon import (
+    HubBlockedWarning, check_io_budget, describe_block, io_budget_from_env,
+)
 
 try:
     from greenlet import GreenletExit, getcurrent, greenlet
@@ -50,6 +52,8 @@ cdef enum:
     MAX_EVENTS = 256
     # Cancelled timers are left in the heap; it is rebuilt when they are the most of it.
     COMPACT_MIN = 256
+    # A turn with no I/O budget: never spent in practice (and a give-way would be harmless).
+    UNLIMITED_TURN = 0x7FFFFFFF
 
 cdef object TIMED_OUT = object()
 cdef object _partial = functools.partial
@@ -159,6 +163,8 @@ cdef class Hub:
             ev.data.fd = self.wakeup.rfd
             if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.wakeup.rfd, &ev) < 0:
                 raise_errno(errno)
+        self.io_budget = io_budget_from_env()
+        self.io_left = self.io_turn
         self.root = _root(getcurrent())
         self.glet = greenlet(self._run, self.root)
 
@@ -175,6 +181,32 @@ cdef class Hub:
 
     def close(self):
         self._close_fds()
+
+    @property
+    def io_budget(self):
+        """I/O operations a greenlet may complete in one turn before it gives way (0: no limit)."""
+        return 0 if self.io_turn == UNLIMITED_TURN else self.io_turn
+
+    @io_budget.setter
+    def io_budget(self, value):
+        value = check_io_budget(value)
+        self.io_turn = value if value > 0 else UNLIMITED_TURN
+        self.io_left = self.io_turn
+
+    def io_done(self):
+        """Count an I/O operation that did not wait; give way when the turn's budget is spent."""
+        hub_io_done(self)
+
+    cdef int give_way(self) except -1:
+        """The running greenlet has spent its turn: queue it behind the others and let the hub
+        run them (a new turn starts when the hub switches back)."""
+        self.io_left = self.io_turn
+        cur = getcurrent()
+        if cur is self.glet or _get_ident() != self.thread_ident:
+            return 0  # the hub's own calls (or a stream used from another thread)
+        self.ready.append((cur, None))
+        self.glet.switch()
+        return 0
 
     # -- parking ------------------------------------------------------------------------------
 
@@ -357,6 +389,7 @@ cdef class Hub:
             return 0
         if limit is not None:
             start = _now()
+        self.io_left = self.io_turn
         try:
             if type(value) is _Throw:
                 glet.throw((<_Throw>value).exc)

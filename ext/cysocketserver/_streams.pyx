@@ -43,6 +43,7 @@ from libc cimport errno as cerrno
 from libc.errno cimport EAGAIN, EINTR
 from libc.string cimport memchr, memcpy
 
+from cysocketserver._hub cimport Hub, hub_io_done
 from cysocketserver.includes.clock cimport monotonic as _monotonic
 from cysocketserver.includes.syscalls cimport (
     EWOULDBLOCK, MSG_DONTWAIT, MSG_NOSIGNAL, POLLIN, POLLOUT, cyss_block_signals, cyss_poll1,
@@ -283,6 +284,9 @@ cdef bint _cooperative(_SocketStream stream, object sock) except -1:
     if getattr(type(sock), "_cysocketserver_wait", None) is None:
         return False
     stream._coop_wait = sock._cysocketserver_wait
+    hub = getattr(stream._coop_wait, "__self__", None)
+    if isinstance(hub, Hub):
+        stream._coop_hub = hub
     return True
 
 
@@ -424,6 +428,8 @@ cdef class SocketReader(_SocketStream):
                 r = recv(fd, dest, <size_t>n, 0 if blocking_recv else MSG_DONTWAIT)
                 err = cerrno.errno
             if r >= 0:
+                if self._coop_hub is not None:
+                    hub_io_done(self._coop_hub)
                 return r
             if err == EINTR:
                 PyErr_CheckSignals()
@@ -1003,6 +1009,8 @@ cdef class SocketWriter(_SocketStream):
                 data += r
                 length -= r
                 PyErr_CheckSignals()
+                if self._coop_hub is not None:
+                    hub_io_done(self._coop_hub)
                 if length <= 0:
                     return 0
                 continue

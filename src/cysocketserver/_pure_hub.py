@@ -19,6 +19,11 @@ The seam (identical in both engines):
     throw GreenletExit into it, from the hub.  ``call_threadsafe(fn, *args)``: run ``fn`` in the
     hub from any thread.  ``block_warning``: seconds (None: off) a greenlet may keep the hub
     before a warning says so.  ``thread_ident``.
+    ``io_done()``: an I/O operation of the running greenlet completed without waiting; after
+    ``io_budget`` of them in one turn (``_hubcommon.DEFAULT_IO_BUDGET``, or the
+    CYSOCKETSERVER_HUB_IO_BUDGET environment variable; 0: no limit) the greenlet gives way to
+    the others through the ready queue.  A turn starts whenever the hub switches to a greenlet.
+    The compiled streams count their own operations through ``_hub.hub_io_done``.
 
 Every park may return early (a stale wake-up): callers re-check what they waited for.  No
 single wait of the hub is longer than ``_hubcommon.MAX_WAIT_SECONDS``.
@@ -33,7 +38,10 @@ import warnings
 from collections import deque
 from time import monotonic
 
-from ._hubcommon import MAX_WAIT_SECONDS, POLLIN, POLLOUT, HubBlockedWarning, describe_block
+from ._hubcommon import (
+    MAX_WAIT_SECONDS, POLLIN, POLLOUT, HubBlockedWarning, check_io_budget, describe_block,
+    io_budget_from_env,
+)
 
 try:
     from greenlet import GreenletExit, getcurrent, greenlet
@@ -44,6 +52,8 @@ except ImportError:  # reported when a hub is made (greenlets.py says how to get
 __all__ = ["Hub", "HubBlockedWarning"]
 
 TIMED_OUT = object()
+# A turn with no I/O budget: never spent in practice (and a give-way would be harmless).
+_UNLIMITED_TURN = 0x7FFFFFFF
 
 
 class _Throw:
@@ -96,8 +106,36 @@ class Hub:
         self._seq = 0
         self._ready = deque()      # (greenlet, value) to switch to
         self._calls = deque()      # (fn, args) from any thread
+        self.io_budget = io_budget_from_env()
         self.root = _root(getcurrent())
         self.glet = greenlet(self._run, self.root)
+
+    # -- fairness -------------------------------------------------------------------------------
+
+    @property
+    def io_budget(self):
+        """I/O operations a greenlet may complete in one turn before it gives way (0: no limit)."""
+        return self._io_budget
+
+    @io_budget.setter
+    def io_budget(self, value):
+        self._io_budget = check_io_budget(value)
+        self._io_turn = value if value > 0 else _UNLIMITED_TURN
+        self._io_left = self._io_turn
+
+    def io_done(self):
+        """Count an I/O operation that did not wait; give way when the turn's budget is spent."""
+        self._io_left -= 1
+        if self._io_left <= 0:
+            self._give_way()
+
+    def _give_way(self):
+        self._io_left = self._io_turn
+        cur = getcurrent()
+        if cur is self.glet or threading.get_ident() != self.thread_ident:
+            return  # the hub's own calls (or a socket used from another thread)
+        self._ready.append((cur, None))
+        self.glet.switch()
 
     # -- parking ------------------------------------------------------------------------------
 
@@ -256,6 +294,7 @@ class Hub:
         limit = self.block_warning
         if limit is not None:
             start = monotonic()
+        self._io_left = self._io_turn
         try:
             if type(value) is _Throw:
                 glet.throw(value.exc)

@@ -77,6 +77,13 @@ def _existing_hub():
     return getattr(_tls, "hub", None)
 
 
+def _io_done():
+    """A socket call completed without waiting: count it against the greenlet's turn."""
+    hub = getattr(_tls, "hub", None)
+    if hub is not None:  # no hub on this thread: no other greenlet to give way to
+        hub.io_done()
+
+
 def sleep(seconds):
     """Sleep without holding the hub: other greenlets run meanwhile."""
     get_hub().sleep(seconds)
@@ -197,19 +204,25 @@ class GreenSocket(socket.socket):
 
     def _io(self, method, events, *args):
         try:
-            return method(self, *args)
+            result = method(self, *args)
         except BlockingIOError:
             timeout = self._coop_timeout
             if timeout == 0.0:
                 raise
+        else:
+            _io_done()
+            return result
         deadline = -1.0 if timeout is None else monotonic() + timeout
         while True:
             if self._cysocketserver_wait(_ss.fileno(self), events, deadline):
                 raise TimeoutError("timed out")
             try:
-                return method(self, *args)
+                result = method(self, *args)
             except BlockingIOError:
                 pass
+            else:
+                _io_done()
+                return result
 
     # -- timeouts -------------------------------------------------------------------------------
 
@@ -259,6 +272,7 @@ class GreenSocket(socket.socket):
             while sent < total:
                 try:
                     sent += _ss.send(self, remaining[sent:], flags)
+                    _io_done()
                     continue
                 except BlockingIOError:
                     timeout = self._coop_timeout
