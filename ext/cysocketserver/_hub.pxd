@@ -44,6 +44,8 @@ cdef class Hub:
     # of the running greenlet's turn.
     cdef int io_turn
     cdef int io_left
+    # Set by abandon() in the child of fork(): the hub's state is the parent's, never run again.
+    cdef bint abandoned
 
     cdef int give_way(self) except -1
 

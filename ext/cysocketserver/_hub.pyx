@@ -182,6 +182,21 @@ cdef class Hub:
     def close(self):
         self._close_fds()
 
+    def abandon(self):
+        """In the child of fork(): let go of the parent's hub.
+
+        The epoll set and the wake-up descriptor are the parent's too: close this process's
+        copies only (never an epoll_ctl(), which would change the parent's interest set), and
+        never run the parent's greenlets here.  If the hub is resumed all the same (a greenlet
+        that called fork() ended in the child and returned to it), the child's main greenlet
+        gets SystemExit, as a thread that forked would simply have ended.
+        """
+        self.abandoned = True
+        self.ready = []
+        self.calls = []
+        self.fds = {}
+        self._close_fds()
+
     @property
     def io_budget(self):
         """I/O operations a greenlet may complete in one turn before it gives way (0: no limit)."""
@@ -404,6 +419,8 @@ cdef class Hub:
         except BaseException:
             print("Exception in a greenlet on the hub:", file=sys.stderr)
             traceback.print_exc()
+        if self.abandoned:
+            raise SystemExit(0)  # back in the child of fork(): see abandon()
         if limit is not None:
             held = _now() - start
             if held > limit:
@@ -415,6 +432,8 @@ cdef class Hub:
         cdef _Timer t
         cdef double now, timeout
         cdef Py_ssize_t i
+        if self.abandoned:
+            raise SystemExit(0)
         if self.calls:
             batch = self.calls
             self.calls = []

@@ -24,6 +24,8 @@ The seam (identical in both engines):
     CYSOCKETSERVER_HUB_IO_BUDGET environment variable; 0: no limit) the greenlet gives way to
     the others through the ready queue.  A turn starts whenever the hub switches to a greenlet.
     The compiled streams count their own operations through ``_hub.hub_io_done``.
+    ``close()``: close the hub's descriptors.  ``abandon()``: in the child of fork(), let go
+    of the parent's hub without touching the parent's epoll set (greenlets.py calls it).
 
 Every park may return early (a stale wake-up): callers re-check what they waited for.  No
 single wait of the hub is longer than ``_hubcommon.MAX_WAIT_SECONDS``.
@@ -106,6 +108,7 @@ class Hub:
         self._seq = 0
         self._ready = deque()      # (greenlet, value) to switch to
         self._calls = deque()      # (fn, args) from any thread
+        self._abandoned = False    # see abandon()
         self.io_budget = io_budget_from_env()
         self.root = _root(getcurrent())
         self.glet = greenlet(self._run, self.root)
@@ -309,12 +312,16 @@ class Hub:
         except BaseException:
             print("Exception in a greenlet on the hub:", file=sys.stderr)
             traceback.print_exc()
+        if self._abandoned:
+            raise SystemExit(0)  # back in the child of fork(): see abandon()
         if limit is not None:
             held = monotonic() - start
             if held > limit:
                 warnings.warn(describe_block(glet, held), HubBlockedWarning, stacklevel=1)
 
     def _run_once(self):
+        if self._abandoned:
+            raise SystemExit(0)
         calls = self._calls
         # The calls queued so far; those they queue run at the next turn, as in the compiled hub.
         for _ in range(len(calls)):
@@ -372,6 +379,21 @@ class Hub:
                         self._selector.unregister(key.fd)
                 except (KeyError, ValueError, OSError):
                     ent.mask = 0
+
+    def abandon(self):
+        """In the child of fork(): let go of the parent's hub.
+
+        The epoll set and the wake-up pipe are the parent's too: close this process's copies
+        only (never an unregister, which would change the parent's interest set), and never
+        run the parent's greenlets here.  If the hub is resumed all the same (a greenlet that
+        called fork() ended in the child and returned to it), the child's main greenlet gets
+        SystemExit, as a thread that forked would simply have ended.
+        """
+        self._abandoned = True
+        self._ready.clear()
+        self._calls.clear()
+        self._fds = {}
+        self.close()
 
     def close(self):
         """Close the hub's descriptors (when its thread has ended)."""

@@ -77,6 +77,22 @@ def _existing_hub():
     return getattr(_tls, "hub", None)
 
 
+def _forget_hub_after_fork():
+    """In the child of fork(): this thread's hub shares its epoll set and wake-up descriptor
+    with the parent's.  Let go of it (closing only this process's copies); the next get_hub()
+    makes a fresh one.  Hubs of the other threads (which do not exist in the child) close when
+    their thread-local storage goes."""
+    hub = _tls.__dict__.pop("hub", None)
+    owner = _tls.__dict__.pop("owner", None)
+    if hub is not None:
+        hub.abandon()
+    del owner
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_hub_after_fork)
+
+
 def _io_done():
     """A socket call completed without waiting: count it against the greenlet's turn."""
     hub = getattr(_tls, "hub", None)
@@ -198,7 +214,8 @@ class GreenSocket(socket.socket):
         once, call straight into the hub.
         """
         hub = self._hub
-        if hub is None or hub.thread_ident != threading.get_ident():
+        if hub is None or hub is not getattr(_tls, "hub", None):
+            # First use, another thread's hub, or one left behind by fork().
             hub = self._hub = get_hub()
         return hub.wait_fd
 
