@@ -25,6 +25,7 @@ from ._hubcommon import HubBlockedWarning
 # The same back-off as the threaded servers' loop when accept() runs out of descriptors.
 from ._pure_loop import PAUSE_FIRST, PAUSE_MAX, RESOURCE_ERRNOS, dispatch
 from .servers import TCPServer, UDPServer
+from .threadpool import WorkerPool
 
 __all__ = [
     "GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "GreenSocket",
@@ -110,13 +111,54 @@ def spawn(function, *args):
     return get_hub().spawn(function, *args)
 
 
+def _default_to_thread_threads():
+    text = os.environ.get(TO_THREAD_ENV)
+    if text:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value >= 1:
+            return value
+    # concurrent.futures' (and so asyncio's) default: the calls mostly wait on I/O, so more
+    # threads than cores pay off, but each costs a stack and its share of the GIL.
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+# The most threads to_thread() runs its calls on at once (one pool for the whole process;
+# more calls wait their turn, in order).  Read at each call: it may be changed at any time.
+TO_THREAD_ENV = "CYSOCKETSERVER_TO_THREAD_MAX_THREADS"
+TO_THREAD_MAX_THREADS = _default_to_thread_threads()
+_to_thread_pool = None
+_to_thread_pool_lock = threading.Lock()
+
+
+def _to_thread_workers():
+    global _to_thread_pool
+    pool = _to_thread_pool
+    if pool is None:
+        with _to_thread_pool_lock:
+            pool = _to_thread_pool
+            if pool is None:
+                pool = _to_thread_pool = WorkerPool(TO_THREAD_MAX_THREADS,
+                                                    name="cysocketserver-to_thread")
+    if pool.max_threads != TO_THREAD_MAX_THREADS:
+        pool.max_threads = TO_THREAD_MAX_THREADS
+    return pool
+
+
 def to_thread(function, /, *args, **kwargs):
     """Call a blocking ``function(*args, **kwargs)`` in a worker thread and return its result.
 
     The calling greenlet waits cooperatively: the hub keeps serving the others, and the worker
-    wakes it through the hub's wake-up descriptor.
+    wakes it through the hub's wake-up descriptor.  The workers are a pool of at most
+    ``TO_THREAD_MAX_THREADS`` threads; further calls wait for a free one, in order.  In a
+    thread that runs no hub (a threaded server's handler, say) there is nothing to keep
+    serving: the function is simply called there, and no hub is made.
     """
-    hub = get_hub()
+    hub = _existing_hub()
+    if hub is None:
+        return function(*args, **kwargs)
     me = getcurrent()
     outcome = []
 
@@ -128,7 +170,7 @@ def to_thread(function, /, *args, **kwargs):
         finally:
             hub.wake_threadsafe(me)
 
-    threading.Thread(target=work, name="cysocketserver.to_thread", daemon=True).start()
+    _to_thread_workers().submit(work)
     while not outcome:
         hub.park()
     ok, value = outcome.pop()

@@ -22,6 +22,8 @@ PAUSE_FIRST: Final[float]
 PAUSE_MAX: Final[float]
 RESOURCE_ERRNOS: Final[frozenset[int]]
 BLOCK_WARNING_ENV: Final[str]
+TO_THREAD_ENV: Final[str]
+TO_THREAD_MAX_THREADS: int
 
 def get_hub() -> Hub: ...
 def sleep(seconds: float) -> None: ...
