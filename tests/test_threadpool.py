@@ -229,7 +229,7 @@ def hub_engine(request, monkeypatch):
 
 
 def _to_thread_threads():
-    return sum(1 for t in threading.enumerate() if t.name.startswith("cysocketserver-to_thread"))
+    return sum(1 for t in threading.enumerate() if t.name.startswith("test-to_thread"))
 
 
 def test_default_to_thread_pool_size():
@@ -254,10 +254,9 @@ def test_thousand_concurrent_calls_use_a_bounded_pool(hub_engine, monkeypatch, m
     def caller(i):
         results[i] = greenlets.to_thread(blocking, i)
 
-    # A pool of this test's own, so that only its threads are counted.
-    if greenlets._to_thread_pool is not None:
-        greenlets._to_thread_pool.shutdown(wait=True, timeout=TIMEOUT)
-    monkeypatch.setattr(greenlets, "_to_thread_pool", None)
+    # A pool of this test's own (named apart), so that only its threads are counted.
+    pool = WorkerPool(limit, name="test-to_thread")
+    monkeypatch.setattr(greenlets, "_to_thread_pool", pool)
     before = threading.active_count()
     for i in range(1000):
         hub_engine.spawn(caller, i)
@@ -273,7 +272,7 @@ def test_thousand_concurrent_calls_use_a_bounded_pool(hub_engine, monkeypatch, m
     assert threading.active_count() <= before + limit
     print(f"\n1000 concurrent to_thread() calls: {len(workers)} worker threads "
           f"(limit {limit}), at most {peak[0]} alive at once")
-    greenlets._to_thread_pool.shutdown(wait=True, timeout=TIMEOUT)
+    pool.shutdown(wait=True, timeout=TIMEOUT)
 
 
 def test_to_thread_without_a_hub_runs_in_the_calling_thread():
