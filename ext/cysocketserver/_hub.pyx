@@ -15,11 +15,17 @@ the interest.  ``forget_fd()`` must be called before a watched descriptor is clo
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF
 from libc.errno cimport errno, EEXIST, ENOENT, EPERM
 from libc.stdint cimport uint32_t, uint64_t
 
 from cysocketserver.includes.clock cimport MAX_WAIT_MS, monotonic as _now, timeout_ms as _timeout_ms
 from cysocketserver.includes.errors cimport raise_errno
+from cysocketserver.includes.greenlet_api cimport (
+    greenlet_dead, greenlet_getcurrent, greenlet_import, greenlet_new, greenlet_parent,
+    greenlet_switch, greenlet_throw,
+)
 from cysocketserver.includes.syscalls cimport *
 from cysocketserver.includes.wakeup cimport (
     wakeup_close, wakeup_drain, wakeup_open, wakeup_signal,
@@ -35,10 +41,12 @@ from cysocketserver._hubcommon import (
     HubBlockedWarning, check_io_budget, describe_block, io_budget_from_env,
 )
 
+# Greenlets are switched, thrown into and made through greenlet's C API (the capsule its
+# greenlet.h describes), not through Python-level calls.
 try:
-    from greenlet import GreenletExit, getcurrent, greenlet
+    from greenlet import GreenletExit
+    greenlet_import()
 except ImportError:  # reported when a hub is made (greenlets.py says how to get it)
-    greenlet = getcurrent = None
     GreenletExit = None
 
 __all__ = ["Hub", "HubBlockedWarning"]
@@ -117,9 +125,23 @@ cdef _Timer _heap_pop(list heap):
 
 
 cdef object _root(object glet):
-    while glet.parent is not None:
-        glet = glet.parent
-    return glet
+    """The thread's main greenlet: the end of glet's chain of parents."""
+    cdef PyObject *parent
+    while True:
+        parent = greenlet_parent(glet)
+        if parent == NULL:
+            return glet
+        glet = <object>parent
+        Py_DECREF(glet)  # greenlet_parent() gave a new reference; the chain holds one too
+
+
+cdef inline object _switch_in(object glet, object value):
+    """glet.switch() when value is None, else glet.switch(value)."""
+    cdef tuple args
+    if value is None:
+        return greenlet_switch(glet, NULL)
+    args = (value,)
+    return greenlet_switch(glet, <PyObject *>args)
 
 
 cdef int _wait_failed(int err) except -1:
@@ -138,7 +160,7 @@ cdef class Hub:
         cdef epoll_event ev
         self.epfd = -1
         self.wakeup.rfd = self.wakeup.wfd = -1
-        if greenlet is None:
+        if GreenletExit is None:
             raise ImportError("the greenlet package is needed: pip install 'greenlet>=3'",
                               name="greenlet")
         self.thread_ident = _get_ident()
@@ -165,8 +187,8 @@ cdef class Hub:
                 raise_errno(errno)
         self.io_budget = io_budget_from_env()
         self.io_left = self.io_turn
-        self.root = _root(getcurrent())
-        self.glet = greenlet(self._run, self.root)
+        self.root = _root(greenlet_getcurrent())
+        self.glet = greenlet_new(self._run, self.root)
 
     def __dealloc__(self):
         self._close_fds()
@@ -216,19 +238,19 @@ cdef class Hub:
         """The running greenlet has spent its turn: queue it behind the others and let the hub
         run them (a new turn starts when the hub switches back)."""
         self.io_left = self.io_turn
-        cur = getcurrent()
+        cur = greenlet_getcurrent()
         if cur is self.glet or _get_ident() != self.thread_ident:
             return 0  # the hub's own calls (or a stream used from another thread)
         self.ready.append((cur, None))
-        self.glet.switch()
+        greenlet_switch(self.glet, NULL)
         return 0
 
     # -- parking ------------------------------------------------------------------------------
 
     def park(self):
-        if getcurrent() is self.glet:
+        if greenlet_getcurrent() is self.glet:
             raise RuntimeError("the hub itself cannot wait")
-        return self.glet.switch()
+        return greenlet_switch(self.glet, NULL)
 
     def wake(self, glet, value=None):
         self.ready.append((glet, value))
@@ -241,7 +263,7 @@ cdef class Hub:
         wakeup_signal(&self.wakeup)
 
     def spawn(self, fn, *args):
-        glet = greenlet(_partial(fn, *args) if args else fn, self.glet)
+        glet = greenlet_new(_partial(fn, *args) if args else fn, self.glet)
         self.ready.append((glet, None))
         return glet
 
@@ -278,18 +300,18 @@ cdef class Hub:
     def sleep(self, double seconds):
         cdef double deadline
         cdef _Timer t
-        cur = getcurrent()
+        cur = greenlet_getcurrent()
         if cur is self.glet:
             raise RuntimeError("the hub itself cannot sleep")
         if seconds <= 0:
             self.ready.append((cur, None))
-            self.glet.switch()
+            greenlet_switch(self.glet, NULL)
             return
         deadline = _now() + seconds
         while True:
             t = self._add_timer(deadline, cur, TIMED_OUT)
             try:
-                value = self.glet.switch()
+                value = greenlet_switch(self.glet, NULL)
             finally:
                 self._cancel(t)
             if value is TIMED_OUT or _now() >= deadline:
@@ -301,7 +323,7 @@ cdef class Hub:
         """Park until fd is ready for events (POLLIN/POLLOUT) or the deadline; True: timed out."""
         cdef _Fd ent
         cdef _Timer t = None
-        cur = getcurrent()
+        cur = greenlet_getcurrent()
         if cur is self.glet:
             raise RuntimeError("the hub itself cannot wait for a descriptor")
         if fd < 0:
@@ -324,7 +346,7 @@ cdef class Hub:
                 return False
             if deadline >= 0:
                 t = self._add_timer(deadline, cur, TIMED_OUT)
-            value = self.glet.switch()
+            value = greenlet_switch(self.glet, NULL)
         finally:
             if ent.reader is cur:
                 ent.reader = None
@@ -392,26 +414,24 @@ cdef class Hub:
     cdef int _forward(self, exc) except -1:
         if isinstance(exc, GreenletExit):
             return 0
-        if self.root.dead:
+        if greenlet_dead(self.root):
             raise exc
-        self.root.throw(exc)
+        greenlet_throw(self.root, exc)
         return 0
 
     cdef int _switch(self, glet, value) except -1:
         cdef double start = 0.0, held
         limit = self.block_warning
-        if glet.dead:
+        if greenlet_dead(glet):
             return 0
         if limit is not None:
             start = _now()
         self.io_left = self.io_turn
         try:
             if type(value) is _Throw:
-                glet.throw((<_Throw>value).exc)
-            elif value is None:
-                glet.switch()
+                greenlet_throw(glet, (<_Throw>value).exc)
             else:
-                glet.switch(value)
+                _switch_in(glet, value)
         except (GreenletExit, SystemExit):
             pass
         except KeyboardInterrupt as exc:
