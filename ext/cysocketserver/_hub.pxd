@@ -48,6 +48,8 @@ cdef class Hub:
     cdef bint abandoned
 
     cdef int give_way(self) except -1
+    # wait_fd() without a Python-level call: 1 if the deadline passed, 0 if ready (or woken).
+    cdef int wait(self, int fd, int events, double deadline) except -1
 
     cdef void _close_fds(self) noexcept
     cdef _Timer _add_timer(self, double when, object glet, object value)

@@ -321,6 +321,10 @@ cdef class Hub:
 
     def wait_fd(self, int fd, int events, double deadline):
         """Park until fd is ready for events (POLLIN/POLLOUT) or the deadline; True: timed out."""
+        return self.wait(fd, events, deadline) == 1
+
+    cdef int wait(self, int fd, int events, double deadline) except -1:
+        """wait_fd() for C callers (the compiled streams): 1 if timed out, else 0."""
         cdef _Fd ent
         cdef _Timer t = None
         cur = greenlet_getcurrent()
@@ -343,7 +347,7 @@ cdef class Hub:
         try:
             if not self._interest(fd, ent):
                 # Not pollable (a regular file): always ready.
-                return False
+                return 0
             if deadline >= 0:
                 t = self._add_timer(deadline, cur, TIMED_OUT)
             value = greenlet_switch(self.glet, NULL)
@@ -354,7 +358,7 @@ cdef class Hub:
                 ent.writer = None
             if t is not None:
                 self._cancel(t)
-        return value is TIMED_OUT
+        return 1 if value is TIMED_OUT else 0
 
     cdef bint _interest(self, int fd, _Fd ent) except -1:
         """Make sure the waited-for events are reported; False if fd cannot be polled."""
@@ -530,10 +534,17 @@ cdef class Hub:
         cdef uint32_t ev
         if self.epfd < 0:
             raise ValueError("the hub is closed")
-        with nogil:
-            n = epoll_wait(self.epfd, events, MAX_EVENTS, ms)
-            if n < 0:
-                err = errno
+        # Under load something is usually ready already: look first without letting go of the
+        # GIL (releasing and taking it back costs more than this system call), and wait
+        # without it only when nothing is.
+        n = epoll_wait(self.epfd, events, MAX_EVENTS, 0)
+        if n == 0 and ms != 0:
+            with nogil:
+                n = epoll_wait(self.epfd, events, MAX_EVENTS, ms)
+                if n < 0:
+                    err = errno
+        elif n < 0:
+            err = errno
         if n < 0:
             return _wait_failed(err)
         for i in range(n):
@@ -571,10 +582,15 @@ cdef class Hub:
                     (POLLOUT if ent.mask & EPOLLOUT else 0)
                 self.pollfds[count].revents = 0
                 count += 1
-        with nogil:
-            n = poll(self.pollfds, <nfds_t>count, ms)
-            if n < 0:
-                err = errno
+        # As in _epoll(): a look with the GIL held first.
+        n = poll(self.pollfds, <nfds_t>count, 0)
+        if n == 0 and ms != 0:
+            with nogil:
+                n = poll(self.pollfds, <nfds_t>count, ms)
+                if n < 0:
+                    err = errno
+        elif n < 0:
+            err = errno
         if n < 0:
             return _wait_failed(err)
         if n == 0:

@@ -212,6 +212,9 @@ cdef class _SocketStream:
         cdef cyss_sigstate sigs
         cdef int rc, err = 0
         cdef double timeout
+        if self._coop_hub is not None:
+            # A greenlet server's socket on the compiled hub: park the greenlet, in C.
+            return self._coop_hub.wait(fd, events, deadline)
         if self._coop_wait is not None:
             # A greenlet server's socket: park the greenlet on its hub.
             return 1 if self._coop_wait(fd, events, deadline) else 0
