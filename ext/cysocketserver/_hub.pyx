@@ -44,7 +44,10 @@ from cysocketserver._hubcommon import (
 # Greenlets are switched, thrown into and made through greenlet's C API (the capsule its
 # greenlet.h describes), not through Python-level calls.
 try:
-    from greenlet import GreenletExit
+    from greenlet import GreenletExit, __version__ as _greenlet_version
+    # The 12-entry table of includes/greenlet_api.h (greenlet 3 is the declared dependency).
+    if int(_greenlet_version.split(".")[0]) < 3:
+        raise ImportError("greenlet %s is too old" % _greenlet_version, name="greenlet")
     greenlet_import()
 except ImportError:  # reported when a hub is made (greenlets.py says how to get it)
     GreenletExit = None
