@@ -299,6 +299,10 @@ def forking_server(kind):
 
 
 if __name__ == "__main__":
+    import warnings
+
+    # The fork scenarios fork while helper threads run on purpose (Python 3.12+ warns).
+    warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
     role = sys.argv[1]
     if role == "echo-server":
         echo_server()

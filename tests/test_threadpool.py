@@ -169,6 +169,8 @@ def test_bad_size():
 
 
 @pytest.mark.skipif(not HAVE_FORK, reason="needs fork()")
+# Forking while the pool's threads run is the point (Python 3.12+ warns about it).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_the_child_of_fork_starts_with_an_empty_pool(pools):
     pool = pools(2)
     started = threading.Semaphore(0)
