@@ -1,5 +1,7 @@
 from cpython.pythread cimport PyThread_type_lock
 
+from cysocketserver._hub cimport Hub
+
 
 cdef class _SocketStream:
     # The socket (None once a reader is closed) and whether we may drive its
@@ -11,6 +13,9 @@ cdef class _SocketStream:
     # sock._cysocketserver_wait(fd, events, deadline) -> True if timed out.
     # The descriptor is driven directly and _wait() parks through it.
     cdef object _coop_wait
+    # That waiter's hub, when it is the compiled one: each recv()/send() that did not wait is
+    # counted against the running greenlet's turn (_hub.hub_io_done), for fairness.
+    cdef Hub _coop_hub
     cdef dict __dict__
     cdef object __weakref__
 
