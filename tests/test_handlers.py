@@ -305,10 +305,11 @@ def test_plain_socket_handler_gets_the_engine_streams(cy_ss):
             client.shutdown(socket.SHUT_WR)
             assert recv_until_eof(client) == b"x\n"
         join_or_fail(t, what="handle_request")
-    if cysocketserver.IMPLEMENTATION == "compiled":
-        assert kinds == [(_engine.SocketReader, _engine.SocketWriter)]
+    engine = _engine.current()
+    if engine.name == "compiled":
+        assert kinds == [(engine.SocketReader, engine.SocketWriter)]
     else:
-        assert kinds[0][1] is _engine.SocketWriter
+        assert kinds[0][1] is engine.SocketWriter
 
 
 def test_green_socket_subclass_is_read_through_its_methods(cy_ss):
