@@ -39,6 +39,17 @@ cdef class Hub:
     cdef list calls                     # [(fn, args)] from any thread
     cdef pollfd *pollfds
     cdef Py_ssize_t npollfds
+    # Fairness (see _hubcommon.DEFAULT_IO_BUDGET): the operations a greenlet may complete in
+    # one turn without waiting (the io_budget property; INT_MAX for no limit), and what is left
+    # of the running greenlet's turn.
+    cdef int io_turn
+    cdef int io_left
+    # Set by abandon() in the child of fork(): the hub's state is the parent's, never run again.
+    cdef bint abandoned
+
+    cdef int give_way(self) except -1
+    # wait_fd() without a Python-level call: 1 if the deadline passed, 0 if ready (or woken).
+    cdef int wait(self, int fd, int events, double deadline) except -1
 
     cdef void _close_fds(self) noexcept
     cdef _Timer _add_timer(self, double when, object glet, object value)
@@ -50,3 +61,13 @@ cdef class Hub:
     cdef int _fire(self, int fd, bint readable, bint writable) except -1
     cdef int _epoll(self, int ms) except -1
     cdef int _poll(self, int ms) except -1
+
+
+cdef inline int hub_io_done(Hub hub) except -1:
+    """An I/O operation of the running greenlet completed without waiting: count it against its
+    turn, and give way to the others when the turn is spent.  (The compiled streams call this
+    on their own descriptors, the hub's io_done() is the same for Python code.)"""
+    hub.io_left -= 1
+    if hub.io_left <= 0:
+        return hub.give_way()
+    return 0

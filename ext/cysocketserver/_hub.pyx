@@ -2,7 +2,8 @@
 """The greenlet hub, compiled: epoll (poll() elsewhere), a timer heap, a ready queue, descriptor
 waiters and a wake-up descriptor.  One per OS thread.
 
-The interface and the rules are those of the pure-Python twin, ``cysocketserver._pure_hub``:
+The interface and the rules are those of the pure-Python twin, ``cysocketserver._pure_hub``
+(whose docstring is the seam); what both share is in ``cysocketserver._hubcommon``:
 the hub runs in a greenlet of its own; a greenlet that must wait registers what it waits for
 and switches to the hub, and only the hub switches back into a waiting greenlet.  Every park
 may return early (a stale wake-up), so callers re-check what they waited for.
@@ -12,14 +13,19 @@ request/response cycle makes no epoll_ctl() call; an event nobody waits for any 
 the interest.  ``forget_fd()`` must be called before a watched descriptor is closed.
 """
 cimport cython
-from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
+from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
-cimport libc.errno
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF
 from libc.errno cimport errno, EEXIST, ENOENT, EPERM
-from libc.math cimport ceil
 from libc.stdint cimport uint32_t, uint64_t
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
+from cysocketserver.includes.clock cimport MAX_WAIT_MS, monotonic as _now, timeout_ms as _timeout_ms
+from cysocketserver.includes.errors cimport raise_errno
+from cysocketserver.includes.greenlet_api cimport (
+    greenlet_dead, greenlet_getcurrent, greenlet_import, greenlet_new, greenlet_parent,
+    greenlet_switch, greenlet_throw,
+)
 from cysocketserver.includes.syscalls cimport *
 from cysocketserver.includes.wakeup cimport (
     wakeup_close, wakeup_drain, wakeup_open, wakeup_signal,
@@ -31,15 +37,25 @@ import threading
 import traceback
 import warnings
 
-from cysocketserver._pure_hub import HubBlockedWarning, describe_block
+from cysocketserver._hubcommon import (
+    HubBlockedWarning, check_io_budget, describe_block, io_budget_from_env,
+)
 
+# Greenlets are switched, thrown into and made through greenlet's C API (the capsule its
+# greenlet.h describes), not through Python-level calls.
 try:
-    from greenlet import GreenletExit, getcurrent, greenlet
+    from greenlet import GreenletExit, __version__ as _greenlet_version
+    # The 12-entry table of includes/greenlet_api.h (greenlet 3 is the declared dependency).
+    if int(_greenlet_version.split(".")[0]) < 3:
+        raise ImportError("greenlet %s is too old" % _greenlet_version, name="greenlet")
+    greenlet_import()
 except ImportError:  # reported when a hub is made (greenlets.py says how to get it)
-    greenlet = getcurrent = None
     GreenletExit = None
 
 __all__ = ["Hub", "HubBlockedWarning"]
+
+# The longest single epoll_wait()/poll() (includes/platform.h), as _hubcommon states it.
+MAX_WAIT_SECONDS = MAX_WAIT_MS / 1000.0
 
 cdef enum:
     BACKEND_EPOLL = 1
@@ -47,24 +63,12 @@ cdef enum:
     MAX_EVENTS = 256
     # Cancelled timers are left in the heap; it is rebuilt when they are the most of it.
     COMPACT_MIN = 256
+    # A turn with no I/O budget: never spent in practice (and a give-way would be harmless).
+    UNLIMITED_TURN = 0x7FFFFFFF
 
 cdef object TIMED_OUT = object()
 cdef object _partial = functools.partial
 cdef object _get_ident = threading.get_ident
-
-
-cdef inline double _now() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
-
-
-cdef inline int _timeout_ms(double timeout) noexcept:
-    if timeout < 0:
-        return -1
-    if timeout > 86400.0:
-        return 86400 * 1000
-    return <int>ceil(timeout * 1000.0)
 
 
 @cython.final
@@ -124,9 +128,23 @@ cdef _Timer _heap_pop(list heap):
 
 
 cdef object _root(object glet):
-    while glet.parent is not None:
-        glet = glet.parent
-    return glet
+    """The thread's main greenlet: the end of glet's chain of parents."""
+    cdef PyObject *parent
+    while True:
+        parent = greenlet_parent(glet)
+        if parent == NULL:
+            return glet
+        glet = <object>parent
+        Py_DECREF(glet)  # greenlet_parent() gave a new reference; the chain holds one too
+
+
+cdef inline object _switch_in(object glet, object value):
+    """glet.switch() when value is None, else glet.switch(value)."""
+    cdef tuple args
+    if value is None:
+        return greenlet_switch(glet, NULL)
+    args = (value,)
+    return greenlet_switch(glet, <PyObject *>args)
 
 
 cdef int _wait_failed(int err) except -1:
@@ -135,9 +153,7 @@ cdef int _wait_failed(int err) except -1:
     if err == EINTR:
         PyErr_CheckSignals()
         return 0
-    libc.errno.errno = err
-    PyErr_SetFromErrno(OSError)
-    return -1
+    return raise_errno(err)
 
 
 @cython.final
@@ -147,7 +163,7 @@ cdef class Hub:
         cdef epoll_event ev
         self.epfd = -1
         self.wakeup.rfd = self.wakeup.wfd = -1
-        if greenlet is None:
+        if GreenletExit is None:
             raise ImportError("the greenlet package is needed: pip install 'greenlet>=3'",
                               name="greenlet")
         self.thread_ident = _get_ident()
@@ -156,23 +172,26 @@ cdef class Hub:
         self.timers = []
         self.ready = []
         self.calls = []
+        # On failure __dealloc__ closes whatever was opened.
         if CYS_HAVE_EPOLL:
             self.backend = BACKEND_EPOLL
             self.epfd = epoll_create1(EPOLL_CLOEXEC)
             if self.epfd < 0:
-                PyErr_SetFromErrno(OSError)
+                raise_errno(errno)
         else:
             self.backend = BACKEND_POLL
         if wakeup_open(&self.wakeup) < 0:
-            PyErr_SetFromErrno(OSError)
+            raise_errno(errno)
         if self.backend == BACKEND_EPOLL:
             ev.events = EPOLLIN
             ev.data.u64 = 0
             ev.data.fd = self.wakeup.rfd
             if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.wakeup.rfd, &ev) < 0:
-                PyErr_SetFromErrno(OSError)
-        self.root = _root(getcurrent())
-        self.glet = greenlet(self._run, self.root)
+                raise_errno(errno)
+        self.io_budget = io_budget_from_env()
+        self.io_left = self.io_turn
+        self.root = _root(greenlet_getcurrent())
+        self.glet = greenlet_new(self._run, self.root)
 
     def __dealloc__(self):
         self._close_fds()
@@ -188,12 +207,53 @@ cdef class Hub:
     def close(self):
         self._close_fds()
 
+    def abandon(self):
+        """In the child of fork(): let go of the parent's hub.
+
+        The epoll set and the wake-up descriptor are the parent's too: close this process's
+        copies only (never an epoll_ctl(), which would change the parent's interest set), and
+        never run the parent's greenlets here.  If the hub is resumed all the same (a greenlet
+        that called fork() ended in the child and returned to it), the child's main greenlet
+        gets SystemExit, as a thread that forked would simply have ended.
+        """
+        self.abandoned = True
+        self.ready = []
+        self.calls = []
+        self.fds = {}
+        self._close_fds()
+
+    @property
+    def io_budget(self):
+        """I/O operations a greenlet may complete in one turn before it gives way (0: no limit)."""
+        return 0 if self.io_turn == UNLIMITED_TURN else self.io_turn
+
+    @io_budget.setter
+    def io_budget(self, value):
+        value = check_io_budget(value)
+        self.io_turn = value if value > 0 else UNLIMITED_TURN
+        self.io_left = self.io_turn
+
+    def io_done(self):
+        """Count an I/O operation that did not wait; give way when the turn's budget is spent."""
+        hub_io_done(self)
+
+    cdef int give_way(self) except -1:
+        """The running greenlet has spent its turn: queue it behind the others and let the hub
+        run them (a new turn starts when the hub switches back)."""
+        self.io_left = self.io_turn
+        cur = greenlet_getcurrent()
+        if cur is self.glet or _get_ident() != self.thread_ident:
+            return 0  # the hub's own calls (or a stream used from another thread)
+        self.ready.append((cur, None))
+        greenlet_switch(self.glet, NULL)
+        return 0
+
     # -- parking ------------------------------------------------------------------------------
 
     def park(self):
-        if getcurrent() is self.glet:
+        if greenlet_getcurrent() is self.glet:
             raise RuntimeError("the hub itself cannot wait")
-        return self.glet.switch()
+        return greenlet_switch(self.glet, NULL)
 
     def wake(self, glet, value=None):
         self.ready.append((glet, value))
@@ -206,7 +266,7 @@ cdef class Hub:
         wakeup_signal(&self.wakeup)
 
     def spawn(self, fn, *args):
-        glet = greenlet(_partial(fn, *args) if args else fn, self.glet)
+        glet = greenlet_new(_partial(fn, *args) if args else fn, self.glet)
         self.ready.append((glet, None))
         return glet
 
@@ -243,18 +303,18 @@ cdef class Hub:
     def sleep(self, double seconds):
         cdef double deadline
         cdef _Timer t
-        cur = getcurrent()
+        cur = greenlet_getcurrent()
         if cur is self.glet:
             raise RuntimeError("the hub itself cannot sleep")
         if seconds <= 0:
             self.ready.append((cur, None))
-            self.glet.switch()
+            greenlet_switch(self.glet, NULL)
             return
         deadline = _now() + seconds
         while True:
             t = self._add_timer(deadline, cur, TIMED_OUT)
             try:
-                value = self.glet.switch()
+                value = greenlet_switch(self.glet, NULL)
             finally:
                 self._cancel(t)
             if value is TIMED_OUT or _now() >= deadline:
@@ -264,9 +324,13 @@ cdef class Hub:
 
     def wait_fd(self, int fd, int events, double deadline):
         """Park until fd is ready for events (POLLIN/POLLOUT) or the deadline; True: timed out."""
+        return self.wait(fd, events, deadline) == 1
+
+    cdef int wait(self, int fd, int events, double deadline) except -1:
+        """wait_fd() for C callers (the compiled streams): 1 if timed out, else 0."""
         cdef _Fd ent
         cdef _Timer t = None
-        cur = getcurrent()
+        cur = greenlet_getcurrent()
         if cur is self.glet:
             raise RuntimeError("the hub itself cannot wait for a descriptor")
         if fd < 0:
@@ -286,10 +350,10 @@ cdef class Hub:
         try:
             if not self._interest(fd, ent):
                 # Not pollable (a regular file): always ready.
-                return False
+                return 0
             if deadline >= 0:
                 t = self._add_timer(deadline, cur, TIMED_OUT)
-            value = self.glet.switch()
+            value = greenlet_switch(self.glet, NULL)
         finally:
             if ent.reader is cur:
                 ent.reader = None
@@ -297,7 +361,7 @@ cdef class Hub:
                 ent.writer = None
             if t is not None:
                 self._cancel(t)
-        return value is TIMED_OUT
+        return 1 if value is TIMED_OUT else 0
 
     cdef bint _interest(self, int fd, _Fd ent) except -1:
         """Make sure the waited-for events are reported; False if fd cannot be polled."""
@@ -324,7 +388,7 @@ cdef class Hub:
             if rc < 0:
                 if errno == EPERM:
                     return False
-                PyErr_SetFromErrno(OSError)
+                return raise_errno(errno)
         ent.mask = mask
         return True
 
@@ -357,25 +421,24 @@ cdef class Hub:
     cdef int _forward(self, exc) except -1:
         if isinstance(exc, GreenletExit):
             return 0
-        if self.root.dead:
+        if greenlet_dead(self.root):
             raise exc
-        self.root.throw(exc)
+        greenlet_throw(self.root, exc)
         return 0
 
     cdef int _switch(self, glet, value) except -1:
         cdef double start = 0.0, held
         limit = self.block_warning
-        if glet.dead:
+        if greenlet_dead(glet):
             return 0
         if limit is not None:
             start = _now()
+        self.io_left = self.io_turn
         try:
             if type(value) is _Throw:
-                glet.throw((<_Throw>value).exc)
-            elif value is None:
-                glet.switch()
+                greenlet_throw(glet, (<_Throw>value).exc)
             else:
-                glet.switch(value)
+                _switch_in(glet, value)
         except (GreenletExit, SystemExit):
             pass
         except KeyboardInterrupt as exc:
@@ -383,6 +446,8 @@ cdef class Hub:
         except BaseException:
             print("Exception in a greenlet on the hub:", file=sys.stderr)
             traceback.print_exc()
+        if self.abandoned:
+            raise SystemExit(0)  # back in the child of fork(): see abandon()
         if limit is not None:
             held = _now() - start
             if held > limit:
@@ -394,6 +459,8 @@ cdef class Hub:
         cdef _Timer t
         cdef double now, timeout
         cdef Py_ssize_t i
+        if self.abandoned:
+            raise SystemExit(0)
         if self.calls:
             batch = self.calls
             self.calls = []
@@ -470,10 +537,17 @@ cdef class Hub:
         cdef uint32_t ev
         if self.epfd < 0:
             raise ValueError("the hub is closed")
-        with nogil:
-            n = epoll_wait(self.epfd, events, MAX_EVENTS, ms)
-            if n < 0:
-                err = errno
+        # Under load something is usually ready already: look first without letting go of the
+        # GIL (releasing and taking it back costs more than this system call), and wait
+        # without it only when nothing is.
+        n = epoll_wait(self.epfd, events, MAX_EVENTS, 0)
+        if n == 0 and ms != 0:
+            with nogil:
+                n = epoll_wait(self.epfd, events, MAX_EVENTS, ms)
+                if n < 0:
+                    err = errno
+        elif n < 0:
+            err = errno
         if n < 0:
             return _wait_failed(err)
         for i in range(n):
@@ -511,10 +585,15 @@ cdef class Hub:
                     (POLLOUT if ent.mask & EPOLLOUT else 0)
                 self.pollfds[count].revents = 0
                 count += 1
-        with nogil:
-            n = poll(self.pollfds, <nfds_t>count, ms)
-            if n < 0:
-                err = errno
+        # As in _epoll(): a look with the GIL held first.
+        n = poll(self.pollfds, <nfds_t>count, 0)
+        if n == 0 and ms != 0:
+            with nogil:
+                n = poll(self.pollfds, <nfds_t>count, ms)
+                if n < 0:
+                    err = errno
+        elif n < 0:
+            err = errno
         if n < 0:
             return _wait_failed(err)
         if n == 0:

@@ -38,7 +38,6 @@ from libc.errno cimport errno
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from cysocketserver.includes.syscalls cimport (
     CYS_HAVE_ACCEPT4, CYS_HAVE_EPOLL, EAGAIN, EINTR, EMFILE, ENFILE, EPOLL_CLOEXEC,
@@ -48,6 +47,7 @@ from cysocketserver.includes.syscalls cimport (
     epoll_ctl, epoll_event, epoll_wait, fcntl, nfds_t, poll, pollfd, recv, recvfrom, send,
     sockaddr, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t, AF_INET, AF_INET6,
 )
+from cysocketserver.includes.clock cimport monotonic_ns as mono_ns
 from cysocketserver.includes.netclient cimport (
     ECONNREFUSED, ECONNRESET, EADDRINUSE, EADDRNOTAVAIL, EHOSTUNREACH, EINPROGRESS,
     ENETUNREACH, ENOTCONN, EPIPE, ETIMEDOUT, IPPROTO_TCP, SHUT_WR, SO_ERROR, SO_LINGER,
@@ -117,12 +117,6 @@ cdef const char *HEXDIGITS = b"0123456789abcdef"
 
 cdef extern from *:
     int __builtin_clzll(unsigned long long) nogil
-
-
-cdef inline uint64_t mono_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <uint64_t>ts.tv_sec * 1000000000ULL + <uint64_t>ts.tv_nsec
 
 
 # -- latency histogram ------------------------------------------------------------------------

@@ -15,11 +15,11 @@ from libc.errno cimport errno
 from libc.string cimport memset
 
 from cysocketserver._poller cimport Poller, LISTENER_READY, WOKEN
+from cysocketserver.includes.clock cimport monotonic
 from cysocketserver.includes.syscalls cimport *
 from cysocketserver.includes.netclient cimport IPPROTO_TCP, TCP_NODELAY, setsockopt
 
 import threading
-from time import monotonic
 
 from cysocketserver.core.policy import INTAKE_ACCEPT, INTAKE_RECVFROM
 

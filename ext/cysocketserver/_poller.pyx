@@ -8,8 +8,8 @@ from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 cimport libc.errno
 from libc.errno cimport errno
 from libc.stdint cimport uint64_t
-from libc.math cimport ceil
 
+from cysocketserver.includes.clock cimport timeout_ms as _timeout_ms
 from cysocketserver.includes.syscalls cimport *
 from cysocketserver.includes.wakeup cimport (
     wakeup_close, wakeup_drain, wakeup_open, wakeup_signal,
@@ -18,15 +18,6 @@ from cysocketserver.includes.wakeup cimport (
 cdef enum:
     EPOLL = 1
     POLL = 2
-
-
-cdef inline int _timeout_ms(double timeout) noexcept:
-    """Seconds (negative: forever) to poll's milliseconds, rounding up so we never wake early."""
-    if timeout < 0:
-        return -1
-    if timeout > 86400.0 * 24:
-        return 86400 * 24 * 1000
-    return <int>ceil(timeout * 1000.0)
 
 
 cdef class Poller:

@@ -1,6 +1,7 @@
 from cpython.pythread cimport PyThread_type_lock
 
 from cysocketserver._counters cimport Meter
+from cysocketserver._hub cimport Hub
 
 
 cdef class _SocketStream:
@@ -15,6 +16,9 @@ cdef class _SocketStream:
     cdef object _coop_wait
     # Where the bytes moved are counted (the connection's meter), or None.
     cdef Meter _meter
+    # That waiter's hub, when it is the compiled one: each recv()/send() that did not wait is
+    # counted against the running greenlet's turn (_hub.hub_io_done), for fairness.
+    cdef Hub _coop_hub
     cdef dict __dict__
     cdef object __weakref__
 

@@ -44,7 +44,13 @@ from libc cimport errno as cerrno
 from libc.errno cimport EAGAIN, EINTR
 from libc.string cimport memchr, memcpy
 from posix.fcntl cimport F_GETFL, O_NONBLOCK, fcntl
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+from cysocketserver._hub cimport Hub, hub_io_done
+from cysocketserver.includes.clock cimport monotonic as _monotonic
+from cysocketserver.includes.syscalls cimport (
+    EWOULDBLOCK, MSG_DONTWAIT, MSG_NOSIGNAL, POLLIN, POLLOUT, cyss_block_signals, cyss_poll1,
+    cyss_restore_signals, cyss_sigstate, pollfd, recv, send,
+)
 
 import io
 import os
@@ -56,27 +62,6 @@ from io import UnsupportedOperation
 from socket import SocketIO as _SocketIO
 
 __all__ = ["SocketReader", "SocketWriter"]
-
-
-cdef extern from "_compat.h" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    const short POLLIN
-    const short POLLOUT
-
-    ssize_t recv(int fd, void *buf, size_t n, int flags)
-    ssize_t send(int fd, const void *buf, size_t n, int flags)
-    const int MSG_DONTWAIT
-    const int MSG_NOSIGNAL
-    const int EWOULDBLOCK
-
-    ctypedef struct cyss_sigstate:
-        int active
-    void cyss_block_signals(cyss_sigstate *st)
-    void cyss_restore_signals(cyss_sigstate *st)
-    int cyss_poll1(pollfd *pfd, double timeout, cyss_sigstate *st)
 
 
 cdef extern from "Python.h":
@@ -116,12 +101,6 @@ os.register_at_fork(after_in_child=_forget_main_thread)
 
 cdef inline bint _in_main_thread() noexcept:
     return <unsigned long>PyThread_get_thread_ident() == _main_ident
-
-
-cdef inline double _monotonic() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
 
 
 cdef int _raise_errno(int err) except -1:
@@ -244,6 +223,9 @@ cdef class _SocketStream:
         cdef cyss_sigstate sigs
         cdef int rc, err = 0
         cdef double timeout
+        if self._coop_hub is not None:
+            # A greenlet server's socket on the compiled hub: park the greenlet, in C.
+            return self._coop_hub.wait(fd, events, deadline)
         if self._coop_wait is not None:
             # A greenlet server's socket: park the greenlet on its hub.
             return 1 if self._coop_wait(fd, events, deadline) else 0
@@ -261,7 +243,7 @@ cdef class _SocketStream:
             pfd.events = events
             pfd.revents = 0
             if main:
-                # Make sure no signal is left pending while we sleep (_compat.h).
+                # Make sure no signal is left pending while we sleep (platform.h).
                 cyss_block_signals(&sigs)
                 try:
                     PyErr_CheckSignals()
@@ -316,6 +298,9 @@ cdef bint _cooperative(_SocketStream stream, object sock) except -1:
     if getattr(type(sock), "_cysocketserver_wait", None) is None:
         return False
     stream._coop_wait = sock._cysocketserver_wait
+    hub = getattr(stream._coop_wait, "__self__", None)
+    if isinstance(hub, Hub):
+        stream._coop_hub = hub
     return True
 
 
@@ -489,6 +474,8 @@ cdef class SocketReader(_SocketStream):
             if r >= 0:
                 if self._meter is not None:
                     self._meter.received += r
+                if self._coop_hub is not None:
+                    hub_io_done(self._coop_hub)
                 return r
             if err == EINTR:
                 PyErr_CheckSignals()
@@ -1123,6 +1110,8 @@ cdef class SocketWriter(_SocketStream):
                 data += r
                 length -= r
                 PyErr_CheckSignals()
+                if self._coop_hub is not None:
+                    hub_io_done(self._coop_hub)
                 if length <= 0:
                     return 0
                 continue

@@ -10,16 +10,26 @@ The seam (identical in both engines):
 ``Hub()``
     ``wait_fd(fd, events, deadline)`` park until ``fd`` is ready for ``events`` (POLLIN/POLLOUT)
     or until ``deadline`` (time.monotonic() seconds; negative: none); True if it timed out.
-    ``forget_fd(fd)`` before the descriptor is closed.  ``sleep(seconds)``.  ``park()``: switch
+    The deadline is a number: ``None`` is refused with TypeError by both hubs (a
+    negative number means no deadline).  A descriptor that cannot be polled (a regular file)
+    is ready at once.  ``forget_fd(fd)`` before the descriptor is closed: whoever waits on it
+    is woken once (even a greenlet waiting to read and to write).  ``sleep(seconds)``.  ``park()``: switch
     to the hub until someone calls ``wake(greenlet)`` (or ``wake_threadsafe`` from another
     thread).  ``spawn(fn, *args)``: a new greenlet, started by the hub.  ``kill(greenlet)``:
     throw GreenletExit into it, from the hub.  ``call_threadsafe(fn, *args)``: run ``fn`` in the
     hub from any thread.  ``block_warning``: seconds (None: off) a greenlet may keep the hub
     before a warning says so.  ``thread_ident``.
+    ``io_done()``: an I/O operation of the running greenlet completed without waiting; after
+    ``io_budget`` of them in one turn (``_hubcommon.DEFAULT_IO_BUDGET``, or the
+    CYSOCKETSERVER_HUB_IO_BUDGET environment variable; 0: no limit) the greenlet gives way to
+    the others through the ready queue.  A turn starts whenever the hub switches to a greenlet.
+    The compiled streams count their own operations through ``_hub.hub_io_done``.
+    ``close()``: close the hub's descriptors.  ``abandon()``: in the child of fork(), let go
+    of the parent's hub without touching the parent's epoll set (greenlets.py calls it).
 
-Every park may return early (a stale wake-up): callers re-check what they waited for.
+Every park may return early (a stale wake-up): callers re-check what they waited for.  No
+single wait of the hub is longer than ``_hubcommon.MAX_WAIT_SECONDS``.
 """
-import errno
 import heapq
 import os
 import selectors
@@ -30,6 +40,11 @@ import warnings
 from collections import deque
 from time import monotonic
 
+from ._hubcommon import (
+    MAX_WAIT_SECONDS, POLLIN, POLLOUT, HubBlockedWarning, check_io_budget, describe_block,
+    io_budget_from_env,
+)
+
 try:
     from greenlet import GreenletExit, getcurrent, greenlet
 except ImportError:  # reported when a hub is made (greenlets.py says how to get it)
@@ -38,14 +53,9 @@ except ImportError:  # reported when a hub is made (greenlets.py says how to get
 
 __all__ = ["Hub", "HubBlockedWarning"]
 
-POLLIN = 1
-POLLOUT = 4
-
 TIMED_OUT = object()
-
-
-class HubBlockedWarning(RuntimeWarning):
-    """A greenlet ran longer than the hub's block_warning without giving the hub a turn."""
+# A turn with no I/O budget: never spent in practice (and a give-way would be harmless).
+_UNLIMITED_TURN = 0x7FFFFFFF
 
 
 class _Throw:
@@ -61,24 +71,13 @@ def _root(glet):
     return glet
 
 
-def describe_block(glet, held):
-    """The warning text for a greenlet that kept the hub for ``held`` seconds."""
-    what = "a greenlet"
-    label = getattr(glet, "cysocketserver_label", None)
-    if label is not None:
-        handler_class, client_address = label
-        what = "the greenlet of handler %s for %r" % (
-            getattr(handler_class, "__qualname__", handler_class), client_address)
-    where = "and finished"
-    frame = getattr(glet, "gr_frame", None)
-    if frame is not None:
-        stack = traceback.extract_stack(frame)
-        # The innermost frame outside this package: the user's code that ran so long.
-        pkg = os.path.dirname(os.path.abspath(__file__))
-        user = [f for f in stack if not os.path.abspath(f.filename).startswith(pkg + os.sep)]
-        f = (user or stack)[-1]
-        where = "until it waited at %s:%d in %s()" % (f.filename, f.lineno, f.name)
-    return "%s kept the hub for %.3f s %s" % (what, held, where)
+def _seconds(value):
+    """A deadline as the compiled hub's ``double`` argument takes it: a real number."""
+    if type(value) is float:
+        return value
+    if value is None or isinstance(value, (str, bytes, bytearray)):
+        raise TypeError("must be real number, not %s" % type(value).__name__)
+    return float(value)
 
 
 class _Fd:
@@ -109,8 +108,37 @@ class Hub:
         self._seq = 0
         self._ready = deque()      # (greenlet, value) to switch to
         self._calls = deque()      # (fn, args) from any thread
+        self._abandoned = False    # see abandon()
+        self.io_budget = io_budget_from_env()
         self.root = _root(getcurrent())
         self.glet = greenlet(self._run, self.root)
+
+    # -- fairness -------------------------------------------------------------------------------
+
+    @property
+    def io_budget(self):
+        """I/O operations a greenlet may complete in one turn before it gives way (0: no limit)."""
+        return self._io_budget
+
+    @io_budget.setter
+    def io_budget(self, value):
+        self._io_budget = check_io_budget(value)
+        self._io_turn = value if value > 0 else _UNLIMITED_TURN
+        self._io_left = self._io_turn
+
+    def io_done(self):
+        """Count an I/O operation that did not wait; give way when the turn's budget is spent."""
+        self._io_left -= 1
+        if self._io_left <= 0:
+            self._give_way()
+
+    def _give_way(self):
+        self._io_left = self._io_turn
+        cur = getcurrent()
+        if cur is self.glet or threading.get_ident() != self.thread_ident:
+            return  # the hub's own calls (or a socket used from another thread)
+        self._ready.append((cur, None))
+        self.glet.switch()
 
     # -- parking ------------------------------------------------------------------------------
 
@@ -180,9 +208,12 @@ class Hub:
     # -- descriptors ----------------------------------------------------------------------------
 
     def wait_fd(self, fd, events, deadline):
+        deadline = _seconds(deadline)
         cur = getcurrent()
         if cur is self.glet:
             raise RuntimeError("the hub itself cannot wait for a descriptor")
+        if fd < 0:
+            raise ValueError(f"Invalid file descriptor: {fd}")
         ent = self._fds.get(fd)
         if ent is None:
             ent = self._fds[fd] = _Fd()
@@ -200,7 +231,7 @@ class Hub:
                 self._interest(fd, ent)
             except PermissionError:
                 return False  # not pollable (a regular file): always ready
-            if deadline is not None and deadline >= 0:
+            if deadline >= 0:
                 timer = self._add_timer(deadline, cur, TIMED_OUT)
             value = self.glet.switch()
         finally:
@@ -234,10 +265,13 @@ class Hub:
             except (KeyError, ValueError, OSError):
                 pass
         if ent is not None:
-            # Whoever still waits on it learns at its next syscall that it is gone.
-            for glet in (ent.reader, ent.writer):
-                if glet is not None:
-                    self._ready.append((glet, None))
+            # Whoever still waits on it learns at its next syscall that it is gone; a greenlet
+            # waiting to read and to write is woken once (a second wake-up would end its next,
+            # unrelated park early).
+            if ent.reader is not None:
+                self._ready.append((ent.reader, None))
+            if ent.writer is not None and ent.writer is not ent.reader:
+                self._ready.append((ent.writer, None))
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -263,6 +297,7 @@ class Hub:
         limit = self.block_warning
         if limit is not None:
             start = monotonic()
+        self._io_left = self._io_turn
         try:
             if type(value) is _Throw:
                 glet.throw(value.exc)
@@ -277,14 +312,19 @@ class Hub:
         except BaseException:
             print("Exception in a greenlet on the hub:", file=sys.stderr)
             traceback.print_exc()
+        if self._abandoned:
+            raise SystemExit(0)  # back in the child of fork(): see abandon()
         if limit is not None:
             held = monotonic() - start
             if held > limit:
                 warnings.warn(describe_block(glet, held), HubBlockedWarning, stacklevel=1)
 
     def _run_once(self):
+        if self._abandoned:
+            raise SystemExit(0)
         calls = self._calls
-        while calls:
+        # The calls queued so far; those they queue run at the next turn, as in the compiled hub.
+        for _ in range(len(calls)):
             fn, args = calls.popleft()
             fn(*args)
         timers = self._timers
@@ -304,7 +344,7 @@ class Hub:
         if ready or calls:
             timeout = 0
         elif timers:
-            timeout = max(0.0, timers[0][0] - monotonic())
+            timeout = min(max(0.0, timers[0][0] - monotonic()), MAX_WAIT_SECONDS)
         else:
             timeout = None
         for key, mask in self._selector.select(timeout):
@@ -339,6 +379,21 @@ class Hub:
                         self._selector.unregister(key.fd)
                 except (KeyError, ValueError, OSError):
                     ent.mask = 0
+
+    def abandon(self):
+        """In the child of fork(): let go of the parent's hub.
+
+        The epoll set and the wake-up pipe are the parent's too: close this process's copies
+        only (never an unregister, which would change the parent's interest set), and never
+        run the parent's greenlets here.  If the hub is resumed all the same (a greenlet that
+        called fork() ended in the child and returned to it), the child's main greenlet gets
+        SystemExit, as a thread that forked would simply have ended.
+        """
+        self._abandoned = True
+        self._ready.clear()
+        self._calls.clear()
+        self._fds = {}
+        self.close()
 
     def close(self):
         """Close the hub's descriptors (when its thread has ended)."""

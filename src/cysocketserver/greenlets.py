@@ -23,12 +23,13 @@ import _socket
 from greenlet import GreenletExit, getcurrent
 
 from . import _engine
-from ._pure_hub import HubBlockedWarning
+from ._hubcommon import HubBlockedWarning
 from .core import policy
 from .core.seam import LISTENER_READY, WOKEN
 from .models import Inline
 from .handlers import _register_stream_socket
 from .servers import TCPServer, UDPServer
+from .threadpool import WorkerPool
 
 __all__ = [
     "GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "GreenSocket",
@@ -78,6 +79,29 @@ def _existing_hub():
     return getattr(_tls, "hub", None)
 
 
+def _forget_hub_after_fork():
+    """In the child of fork(): this thread's hub shares its epoll set and wake-up descriptor
+    with the parent's.  Let go of it (closing only this process's copies); the next get_hub()
+    makes a fresh one.  Hubs of the other threads (which do not exist in the child) close when
+    their thread-local storage goes."""
+    hub = _tls.__dict__.pop("hub", None)
+    owner = _tls.__dict__.pop("owner", None)
+    if hub is not None:
+        hub.abandon()
+    del owner
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_hub_after_fork)
+
+
+def _io_done():
+    """A socket call completed without waiting: count it against the greenlet's turn."""
+    hub = getattr(_tls, "hub", None)
+    if hub is not None:  # no hub on this thread: no other greenlet to give way to
+        hub.io_done()
+
+
 def sleep(seconds):
     """Sleep without holding the hub: other greenlets run meanwhile."""
     get_hub().sleep(seconds)
@@ -88,13 +112,54 @@ def spawn(function, *args):
     return get_hub().spawn(function, *args)
 
 
+def _default_to_thread_threads():
+    text = os.environ.get(TO_THREAD_ENV)
+    if text:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value >= 1:
+            return value
+    # concurrent.futures' (and so asyncio's) default: the calls mostly wait on I/O, so more
+    # threads than cores pay off, but each costs a stack and its share of the GIL.
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+# The most threads to_thread() runs its calls on at once (one pool for the whole process;
+# more calls wait their turn, in order).  Read at each call: it may be changed at any time.
+TO_THREAD_ENV = "CYSOCKETSERVER_TO_THREAD_MAX_THREADS"
+TO_THREAD_MAX_THREADS = _default_to_thread_threads()
+_to_thread_pool = None
+_to_thread_pool_lock = threading.Lock()
+
+
+def _to_thread_workers():
+    global _to_thread_pool
+    pool = _to_thread_pool
+    if pool is None:
+        with _to_thread_pool_lock:
+            pool = _to_thread_pool
+            if pool is None:
+                pool = _to_thread_pool = WorkerPool(TO_THREAD_MAX_THREADS,
+                                                    name="cysocketserver-to_thread")
+    if pool.max_threads != TO_THREAD_MAX_THREADS:
+        pool.max_threads = TO_THREAD_MAX_THREADS
+    return pool
+
+
 def to_thread(function, /, *args, **kwargs):
     """Call a blocking ``function(*args, **kwargs)`` in a worker thread and return its result.
 
     The calling greenlet waits cooperatively: the hub keeps serving the others, and the worker
-    wakes it through the hub's wake-up descriptor.
+    wakes it through the hub's wake-up descriptor.  The workers are a pool of at most
+    ``TO_THREAD_MAX_THREADS`` threads; further calls wait for a free one, in order.  In a
+    thread that runs no hub (a threaded server's handler, say) there is nothing to keep
+    serving: the function is simply called there, and no hub is made.
     """
-    hub = get_hub()
+    hub = _existing_hub()
+    if hub is None:
+        return function(*args, **kwargs)
     me = getcurrent()
     outcome = []
 
@@ -106,7 +171,7 @@ def to_thread(function, /, *args, **kwargs):
         finally:
             hub.wake_threadsafe(me)
 
-    threading.Thread(target=work, name="cysocketserver.to_thread", daemon=True).start()
+    _to_thread_workers().submit(work)
     while not outcome:
         hub.park()
     ok, value = outcome.pop()
@@ -195,25 +260,32 @@ class GreenSocket(socket.socket):
         once, call straight into the hub.
         """
         hub = self._hub
-        if hub is None or hub.thread_ident != threading.get_ident():
+        if hub is None or hub is not getattr(_tls, "hub", None):
+            # First use, another thread's hub, or one left behind by fork().
             hub = self._hub = get_hub()
         return hub.wait_fd
 
     def _io(self, method, events, *args):
         try:
-            return method(self, *args)
+            result = method(self, *args)
         except BlockingIOError:
             timeout = self._coop_timeout
             if timeout == 0.0:
                 raise
+        else:
+            _io_done()
+            return result
         deadline = -1.0 if timeout is None else monotonic() + timeout
         while True:
             if self._cysocketserver_wait(_ss.fileno(self), events, deadline):
                 raise TimeoutError("timed out")
             try:
-                return method(self, *args)
+                result = method(self, *args)
             except BlockingIOError:
                 pass
+            else:
+                _io_done()
+                return result
 
     # -- timeouts -------------------------------------------------------------------------------
 
@@ -273,6 +345,7 @@ class GreenSocket(socket.socket):
                 while sent < total:
                     try:
                         sent += _ss.send(self, remaining[sent:], flags)
+                        _io_done()
                         continue
                     except BlockingIOError:
                         timeout = self._coop_timeout

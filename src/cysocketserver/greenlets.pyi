@@ -5,7 +5,7 @@ from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 from ._hub import Hub
-from ._pure_hub import HubBlockedWarning as HubBlockedWarning
+from ._hubcommon import HubBlockedWarning as HubBlockedWarning
 from .servers import TCPServer, UDPServer, _RequestType, _RetAddress
 
 __all__ = [
@@ -18,6 +18,8 @@ _T = TypeVar("_T")
 POLLIN: Final[int]
 POLLOUT: Final[int]
 BLOCK_WARNING_ENV: Final[str]
+TO_THREAD_ENV: Final[str]
+TO_THREAD_MAX_THREADS: int
 
 def get_hub() -> Hub: ...
 def sleep(seconds: float) -> None: ...

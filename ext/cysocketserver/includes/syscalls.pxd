@@ -1,4 +1,6 @@
-# The system calls the compiled modules make, declared once for all of them.
+# The system calls the compiled modules make, declared once for all of them, from the one
+# platform header (includes/platform.h).  No module declares a system call of its own.  The
+# clock is in clock.pxd; the error convention of cdef functions is written in errors.pxd.
 from libc.stdint cimport uint32_t, uint64_t
 
 cdef extern from "includes/platform.h" nogil:
@@ -113,3 +115,12 @@ cdef extern from "<arpa/inet.h>" nogil:
 
 cdef extern from "includes/platform.h" nogil:
     ssize_t recvfrom(int fd, void *buf, size_t n, int flags, sockaddr *addr, socklen_t *addrlen)
+
+    # Waiting for one descriptor without losing a signal (see platform.h): block signals, run
+    # the pending handlers, then ppoll() unblocks them for the wait (plain poll() elsewhere).
+    ctypedef struct cyss_sigstate:
+        int active
+    void cyss_block_signals(cyss_sigstate *st)
+    void cyss_restore_signals(cyss_sigstate *st)
+    # Seconds, negative for none; returns what poll() returns (errno set on -1).
+    int cyss_poll1(pollfd *pfd, double timeout, cyss_sigstate *st)

@@ -1,0 +1,23 @@
+# A bounded pool of reusable worker threads (to_thread() and the pooled servers use it).
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["WorkerPool"]
+
+class WorkerPool:
+    max_threads: int
+    idle_timeout: float
+    daemon: bool
+    name: str
+    on_free: Callable[[], object] | None
+    def __init__(self, max_threads: int, *, idle_timeout: float = 10.0, daemon: bool = True,
+                 name: str = "cysocketserver-worker") -> None: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def idle(self) -> int: ...
+    @property
+    def busy(self) -> int: ...
+    def try_submit(self, fn: Callable[..., object], *args: Any) -> bool: ...
+    def submit(self, fn: Callable[..., object], *args: Any) -> None: ...
+    def shutdown(self, wait: bool = True, timeout: float | None = None) -> None: ...
