@@ -303,14 +303,18 @@ def run_echo(args):
         for server, _transport in locals().get("servers", ()):
             server.server_close()
         return EXIT_USAGE
-    for server, transport in servers:
-        print("echo (%s, %s, %s engine) on %s; Ctrl-C or SIGTERM stops"
-              % (transport, type(server).package_class, cysocketserver.IMPLEMENTATION,
-                 _display(server.server_address)), flush=True)
-    for endpoint in metrics:
-        print("metrics on http://%s/metrics" % _display(endpoint.server_address), flush=True)
+
+    def ready():
+        for server, transport in servers:
+            print("echo (%s, %s, %s engine) on %s; Ctrl-C or SIGTERM stops"
+                  % (transport, type(server).package_class, cysocketserver.IMPLEMENTATION,
+                     _display(server.server_address)), flush=True)
+        for endpoint in metrics:
+            print("metrics on http://%s/metrics" % _display(endpoint.server_address), flush=True)
+
     try:
-        return service.run([server for server, _transport in servers], extra=metrics)
+        return service.run([server for server, _transport in servers], extra=metrics,
+                           ready=ready)
     finally:
         for server, transport in servers:
             # The socket file of a Unix server we bound (not one passed to us) goes with it.

@@ -25,12 +25,14 @@ def _serve(server, failures):
         failures.append((server, exc))
 
 
-def run(servers, extra=(), stop_signals=(signal.SIGTERM, signal.SIGINT)):
+def run(servers, extra=(), ready=None, stop_signals=(signal.SIGTERM, signal.SIGINT)):
     """Serve every server in ``servers`` until a stop signal, then drain and close them.
 
     ``extra`` servers (a metrics endpoint) serve alongside but are closed without draining.
-    Must be called from the main thread (it installs the signal handlers).  Returns the exit
-    status: 0 after a signal, 1 when a server's serve_forever() failed.
+    ``ready()`` is called once the signal handlers are in place and the servers serve (say it
+    then, so that a signal sent on seeing it is handled).  Must be called from the main thread
+    (it installs the signal handlers).  Returns the exit status: 0 after a signal, 1 when a
+    server's serve_forever() failed.
     """
     stopping = threading.Event()
     received = []
@@ -53,6 +55,8 @@ def run(servers, extra=(), stop_signals=(signal.SIGTERM, signal.SIGINT)):
                                       name="serve-%s" % type(server).__name__)
             thread.start()
             threads.append(thread)
+        if ready is not None:
+            ready()
         # Waits in short slices: the signal handlers run in this thread between them.
         while not stopping.wait(0.2):
             if failures:
