@@ -77,7 +77,8 @@ class ProxyHeader:
             return NotImplemented
         return self._key() == other._key()
 
-    __hash__ = None
+    def __hash__(self):
+        return hash(self._key())
 
     def __repr__(self):
         return "<ProxyHeader v%d %s %r -> %r>" % (self.version, self.command, self.source,
