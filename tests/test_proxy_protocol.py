@@ -442,3 +442,40 @@ def test_generated_v2_headers_round_trip(host, port, tlvs, with_crc):
 def test_crc32c_known_value():
     for parser in _parsers():
         assert parser.crc32c(b"123456789") == 0xE3069283
+
+
+# --------------------------------------------------------------------------- other families
+
+
+def test_ipv6_listener_trusts_loopback_by_default(cy_ss):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    cls = type("S", (cy_ss.ThreadingTCPServer,),
+               {"proxy_protocol": "any", "address_family": socket.AF_INET6})
+    try:
+        server = cls(("::1", 0), _reporting_handler(cy_ss))
+    except OSError as exc:
+        pytest.skip("no IPv6 loopback: %s" % exc)
+    with serving(server):
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.settimeout(TIMEOUT)
+            sock.connect(server.server_address[:2])
+            sock.sendall(VALID["v2-inet6"][0] + b"six\n")
+            address, _tlvs, line = _report(recv_until_eof(sock))
+    assert address == ("2001:db8::7", 9, 0, 0) and line == b"six\n"
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix-domain sockets")
+def test_unix_stream_server_reads_the_header(cy_ss, short_tmp):
+    import os
+
+    path = os.path.join(short_tmp, "s")
+    cls = type("S", (cy_ss.ThreadingUnixStreamServer,), {"proxy_protocol": "v1"})
+    server = cls(path, _reporting_handler(cy_ss))
+    with serving(server):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(TIMEOUT)
+            sock.connect(path)
+            sock.sendall(VALID["v1-tcp4"][0] + b"unix\n")
+            address, _tlvs, line = _report(recv_until_eof(sock))
+    assert address == ("192.0.2.1", 56324) and line == b"unix\n"
