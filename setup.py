@@ -5,7 +5,7 @@ import sys
 from setuptools import Extension, setup
 
 EXT_DIR = "ext"
-MODULES = ["_poller", "_loop", "_streams", "_loadgen", "_hub"]
+MODULES = ["_poller", "_loop", "_streams", "_loadgen", "_hub", "_proxyproto"]
 
 
 def want_extensions():

@@ -1,7 +1,7 @@
 """Picks the engine behind the public classes: the compiled modules, or their pure-Python twins.
 
-The seam is ``core.seam.Engine``: ``ServeLoop``, ``SocketReader``, ``SocketWriter`` and ``Hub``,
-nothing else.  The public classes look the engine up when they build a loop, a stream or a hub
+The seam is ``core.seam.Engine``: ``ServeLoop``, ``SocketReader``, ``SocketWriter``, ``Hub`` and
+the PROXY protocol parser ``proxyproto``, nothing else.  The public classes look the engine up when they build a loop, a stream or a hub
 (``current()``), so one process can run both: the tests do, through ``use()``.
 
 Set ``CYSOCKETSERVER_NO_EXTENSIONS=1`` to make the pure-Python engine the default.
@@ -17,18 +17,20 @@ def _compiled():
     from ._hub import Hub
     from ._loop import ServeLoop
     from ._streams import SocketReader, SocketWriter
+    from . import _proxyproto
 
     return types.SimpleNamespace(name="compiled", ServeLoop=ServeLoop, SocketReader=SocketReader,
-                                 SocketWriter=SocketWriter, Hub=Hub)
+                                 SocketWriter=SocketWriter, Hub=Hub, proxyproto=_proxyproto)
 
 
 def _pure():
     from ._pure_hub import Hub
     from ._pure_loop import ServeLoop
     from ._pure_streams import SocketReader, SocketWriter
+    from . import _pure_proxyproto
 
     return types.SimpleNamespace(name="python", ServeLoop=ServeLoop, SocketReader=SocketReader,
-                                 SocketWriter=SocketWriter, Hub=Hub)
+                                 SocketWriter=SocketWriter, Hub=Hub, proxyproto=_pure_proxyproto)
 
 
 _LOADERS = {"compiled": _compiled, "python": _pure}

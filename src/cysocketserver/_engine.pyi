@@ -2,6 +2,7 @@
 # pure-Python twins have the same interface (core/seam.py writes it down).
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from types import ModuleType
 from typing import Literal, Protocol
 
 from ._hub import Hub
@@ -16,6 +17,7 @@ class _Engine(Protocol):
     SocketReader: type[SocketReader]
     SocketWriter: type[SocketWriter]
     Hub: type[Hub]
+    proxyproto: ModuleType
 
 IMPLEMENTATION: Literal["compiled", "python"]
 

@@ -4,7 +4,7 @@ import sys
 import traceback
 
 from . import _engine
-from .core import policy
+from .core import policy, proxyproto
 from .core.nodelay import set_nodelay, wants_nodelay
 from .core.policy import default_hook, noop_hook
 from .core.registry import ConnectionRegistry
@@ -27,6 +27,11 @@ class BaseServer:
 
     timeout = None
     _concurrency = Inline
+    # The PROXY protocol (core/proxyproto.py): None (off, as the stdlib), "v1", "v2" or "any";
+    # the peers allowed to send a header, and how long one may take to arrive.
+    proxy_protocol = None
+    proxy_protocol_trusted = ("127.0.0.0/8", "::1/128")
+    proxy_protocol_timeout = 3.0
 
     def __init__(self, server_address, RequestHandlerClass):
         self.server_address = server_address
@@ -73,6 +78,17 @@ class BaseServer:
         model.attach(self._loop)
         self.__dict__["_plan_"] = plan
         return plan
+
+    @property
+    def proxy_protocol_refused(self):
+        """PROXY protocol headers refused, by cause ("malformed", "oversized", "checksum",
+        "truncated", "slow", "untrusted"): a collections.Counter."""
+        return proxyproto.refusals(self)
+
+    def proxy_header(self, request):
+        """The PROXY protocol header received on ``request`` (a ProxyHeader: version, command,
+        source, destination, tlvs...), or None where none was."""
+        return proxyproto.header_of(self, request)
 
     # -- serving ---------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import socket
 from typing import Any, Callable, Optional
 
 from .nodelay import wants_nodelay
+from .proxyproto import deferred_intake, make_intake
 
 __all__ = [
     "BATCH", "PAUSE_FIRST", "PAUSE_MAX", "RESOURCE_ERRNOS",
@@ -128,8 +129,14 @@ def release(server, request):
 def serve_request(server, request, client_address):
     """Run one admitted request to its end, as ThreadingMixIn.process_request_thread does:
     finish_request(); an Exception goes to handle_error(); shutdown_request() always.
-    Every concurrency model runs its requests through this."""
+    Every concurrency model runs its requests through this.  With the PROXY protocol read
+    here (``core.proxyproto``), the header comes first, then verify_request()."""
     try:
+        intake = deferred_intake(server)
+        if intake is not None:
+            client_address = intake.receive(request, client_address)
+            if client_address is None or not server.verify_request(request, client_address):
+                return
         server.finish_request(request, client_address)
     except Exception:
         server.handle_error(request, client_address)
@@ -147,6 +154,13 @@ def make_admit(server, plan):
     registry = server._connection_registry
     track = registry.add if plan.track_connections else None
     verify = None if is_default(server, "verify_request") else server.verify_request
+    intake = plan.proxy
+    receive = None
+    if intake is not None:
+        if intake.deferred:
+            verify = None  # serve_request() verifies, once it has read the header
+        else:
+            receive = intake.receive
     inline = plan.inline
     skip_release = plan.skip_release
     process = server.process_request
@@ -156,6 +170,11 @@ def make_admit(server, plan):
     def admit(request, client_address):
         if track is not None:
             track(request, client_address)
+        if receive is not None:
+            client_address = receive(request, client_address)
+            if client_address is None:
+                release(server, request)
+                return
         if verify is not None and not verify(request, client_address):
             release(server, request)
             return
@@ -206,6 +225,7 @@ class Plan:
     nonblocking: bool             # the listener is non-blocking while serving
     nodelay: bool                 # accepted connections get TCP_NODELAY (INTAKE_ACCEPT)
     can_take: Optional[Callable[[], bool]]   # asked after each request; None: always
+    proxy: Any                    # core.proxyproto.ProxyIntake, None without the PROXY protocol
 
 
 def make_plan(server, model):
@@ -248,6 +268,7 @@ def make_plan(server, model):
     plan.nodelay = plan.intake == INTAKE_ACCEPT and wants_nodelay(server)
     plan.track_connections = sock is not None and getattr(sock, "type", None) == socket.SOCK_STREAM
     plan.nonblocking = cooperative or plan.intake != INTAKE_HOOKS
+    plan.proxy = make_intake(server, model)
     plan.admit = make_admit(server, plan)
     # Asked after every request only where the model can say no.
     plan.can_take = None if getattr(model, "always_takes", False) else model.can_take
