@@ -1,9 +1,9 @@
 """Picks the engine behind the public classes: the compiled modules, or their pure-Python twins.
 
 The seam is ``core.seam.Engine``: ``ServeLoop``, ``SocketReader``, ``SocketWriter``, ``Hub``,
-``Counters`` and ``Meter``, nothing else.  The public classes look the engine up when they build
-a loop, a stream, a hub or a server's counters (``current()``), so one process can run both: the
-tests do, through ``use()``.
+``Counters``, ``Meter`` and the PROXY protocol parser ``proxyproto``, nothing else.  The public
+classes look the engine up when they build a loop, a stream, a hub or a server's counters
+(``current()``), so one process can run both: the tests do, through ``use()``.
 
 Set ``CYSOCKETSERVER_NO_EXTENSIONS=1`` to make the pure-Python engine the default.
 """
@@ -19,9 +19,11 @@ def _compiled():
     from ._hub import Hub
     from ._loop import ServeLoop
     from ._streams import SocketReader, SocketWriter
+    from . import _proxyproto
 
     return types.SimpleNamespace(name="compiled", ServeLoop=ServeLoop, SocketReader=SocketReader,
-                                 SocketWriter=SocketWriter, Hub=Hub, Counters=Counters, Meter=Meter)
+                                 SocketWriter=SocketWriter, Hub=Hub, Counters=Counters, Meter=Meter,
+                                 proxyproto=_proxyproto)
 
 
 def _pure():
@@ -29,9 +31,11 @@ def _pure():
     from ._pure_hub import Hub
     from ._pure_loop import ServeLoop
     from ._pure_streams import SocketReader, SocketWriter
+    from . import _pure_proxyproto
 
     return types.SimpleNamespace(name="python", ServeLoop=ServeLoop, SocketReader=SocketReader,
-                                 SocketWriter=SocketWriter, Hub=Hub, Counters=Counters, Meter=Meter)
+                                 SocketWriter=SocketWriter, Hub=Hub, Counters=Counters, Meter=Meter,
+                                 proxyproto=_pure_proxyproto)
 
 
 _LOADERS = {"compiled": _compiled, "python": _pure}

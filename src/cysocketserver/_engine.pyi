@@ -2,6 +2,7 @@
 # pure-Python twins have the same interface (core/seam.py writes it down).
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from types import ModuleType
 from typing import Literal, Protocol
 
 from ._counters import Counters, Meter
@@ -19,6 +20,7 @@ class _Engine(Protocol):
     Hub: type[Hub]
     Counters: type[Counters]
     Meter: type[Meter]
+    proxyproto: ModuleType
 
 IMPLEMENTATION: Literal["compiled", "python"]
 

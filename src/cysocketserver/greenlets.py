@@ -68,8 +68,9 @@ class _HubOwner:
 def get_hub():
     """This thread's hub, made on first use (on the current engine)."""
     hub = getattr(_tls, "hub", None)
-    if hub is None or not isinstance(hub, _engine.current().Hub):
-        hub = _engine.current().Hub()
+    engine = _engine.current()
+    if hub is None or hub.__class__ is not engine.Hub:
+        hub = engine.Hub()
         _tls.owner = _HubOwner(hub)
         _tls.hub = hub
     return hub
@@ -517,8 +518,9 @@ class Greenlets(Inline):
         glet = hub.spawn(target, request, client_address)
         # For the hub's block warnings.
         glet.cysocketserver_label = (server.RequestHandlerClass, client_address)
+        if not st.handlers:
+            st.idle.clear()  # an Event's lock: only when the first handler starts
         st.handlers[glet] = request
-        st.idle.clear()
         if entry is not None:
             entry.holder = glet
             if isinstance(request, GreenSocket):

@@ -5,7 +5,7 @@ import traceback
 from time import monotonic
 
 from . import _engine
-from .core import guards, policy, stats
+from .core import guards, policy, proxyproto, stats
 from .core.nodelay import set_nodelay, wants_nodelay
 from .core.policy import default_hook, noop_hook
 from .core.registry import ConnectionRegistry
@@ -51,6 +51,11 @@ class BaseServer:
     idle_timeout = None
     drain_timeout = None
     _concurrency = Inline
+    # The PROXY protocol (core/proxyproto.py): None (off, as the stdlib), "v1", "v2" or "any";
+    # the peers allowed to send a header, and how long one may take to arrive.
+    proxy_protocol = None
+    proxy_protocol_trusted = ("127.0.0.0/8", "::1/128")
+    proxy_protocol_timeout = 3.0
 
     def __init__(self, server_address, RequestHandlerClass):
         """Remember the address and handler class; check the guards (TypeError/ValueError)."""
@@ -153,6 +158,17 @@ class BaseServer:
         anything done in ForkingMixIn's children.
         """
         return stats.snapshot(self)
+
+    @property
+    def proxy_protocol_refused(self):
+        """PROXY protocol headers refused, by cause ("malformed", "oversized", "checksum",
+        "truncated", "slow", "untrusted"): a collections.Counter."""
+        return proxyproto.refusals(self)
+
+    def proxy_header(self, request):
+        """The PROXY protocol header received on ``request`` (a ProxyHeader: version, command,
+        source, destination, tlvs...), or None where none was."""
+        return proxyproto.header_of(self, request)
 
     # -- serving ---------------------------------------------------------------------------------
 

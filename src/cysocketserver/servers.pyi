@@ -2,10 +2,13 @@
 # checked against one checks against the other.
 import sys
 import types
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
+from ipaddress import IPv4Network, IPv6Network
 from socket import socket as _socket
-from typing import Any, Self, TypeAlias
+from typing import Any, Literal, Self, TypeAlias
 
+from ._proxycommon import ProxyHeader
 from .handlers import BaseRequestHandler
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
@@ -35,6 +38,13 @@ class BaseServer:
     idle_timeout: float | None
     drain_timeout: float | None
     RequestHandlerClass: Callable[[Any, _RetAddress, Self], BaseRequestHandler]
+    # The PROXY protocol, receiving (this package's; the stdlib has none).
+    proxy_protocol: Literal["v1", "v2", "any"] | None
+    proxy_protocol_trusted: str | Iterable[str | IPv4Network | IPv6Network]
+    proxy_protocol_timeout: float
+    @property
+    def proxy_protocol_refused(self) -> Counter[str]: ...
+    def proxy_header(self, request: _RequestType) -> ProxyHeader | None: ...
     def __init__(
         self,
         server_address: _Address,

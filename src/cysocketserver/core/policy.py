@@ -15,13 +15,14 @@ from typing import Any, Callable, Optional
 
 from . import guards as _guards
 from .nodelay import wants_nodelay
+from .proxyproto import deferred_intake, make_intake
 
 __all__ = [
     "BATCH", "PAUSE_FIRST", "PAUSE_MAX", "RESOURCE_ERRNOS",
     "INTAKE_HOOKS", "INTAKE_ACCEPT", "INTAKE_RECVFROM",
     "default_hook", "noop_hook", "is_default", "is_noop",
     "Backoff", "Plan", "make_plan", "make_admit", "serve_request", "release",
-    "request_timeout", "listening", "intake_error", "handler_failed",
+    "request_timeout", "listening", "intake_error", "handler_failed", "over_client_limit",
 ]
 
 # Requests taken per wake-up of the listener: enough to drain a burst, few enough to stay fair
@@ -134,13 +135,36 @@ def release(server, request):
 def serve_request(server, request, client_address):
     """Run one admitted request to its end, as ThreadingMixIn.process_request_thread does:
     finish_request(); an Exception goes to handle_error(); shutdown_request() always.
-    Every concurrency model runs its requests through this."""
+    Every concurrency model runs its requests through this.  With the PROXY protocol read
+    here (``core.proxyproto``), the header comes first, then verify_request()."""
     try:
+        intake = deferred_intake(server)
+        if intake is not None:
+            client_address = intake.receive(request, client_address)
+            if client_address is None:
+                return
+            plan = server.__dict__.get("_plan_")
+            per_client = None if plan is None else plan.guards.max_connections_per_client
+            if per_client is not None and over_client_limit(server, request, client_address,
+                                                            per_client):
+                return
+            if not server.verify_request(request, client_address):
+                return
         server.finish_request(request, client_address)
     except Exception as exc:
         handler_failed(server, request, client_address, exc)
     finally:
         release(server, request)
+
+
+def over_client_limit(server, request, client_address, limit):
+    """max_connections_per_client: whether the connection's host (the client the PROXY header
+    names, once read) has more than ``limit`` live connections; a refusal is counted."""
+    registry = server._connection_registry
+    if registry.count_client(request, client_address) <= limit:
+        return False
+    registry.counters.connection_rejected()
+    return True
 
 
 def handler_failed(server, request, client_address, exc):
@@ -170,10 +194,18 @@ def make_admit(server, plan):
     exceptions propagate.  Hooks left as this package defines them are not called through
     their frames: the result is the same."""
     registry = server._connection_registry
-    counters = registry.counters
     track = registry.add if plan.track_connections else None
-    per_client = plan.guards.max_connections_per_client
+    per_client = plan.guards.max_connections_per_client if plan.track_connections else None
     verify = None if is_default(server, "verify_request") else server.verify_request
+    intake = plan.proxy
+    receive = None
+    if intake is not None:
+        if intake.deferred:
+            # serve_request() verifies (and counts the client) once it has read the header.
+            verify = None
+            per_client = None
+        else:
+            receive = intake.receive
     inline = plan.inline
     skip_release = plan.skip_release
     process = server.process_request
@@ -181,12 +213,17 @@ def make_admit(server, plan):
 
     def admit(request, client_address):
         if track is not None:
-            entry = track(request, client_address)
-            if per_client is not None and registry.peer_count(entry) > per_client:
-                # Too many from that host: closed at once, no handler, no verify_request().
-                counters.connection_rejected()
+            track(request, client_address)
+        if receive is not None:
+            client_address = receive(request, client_address)
+            if client_address is None:
                 release(server, request)
                 return
+        if per_client is not None and over_client_limit(server, request, client_address,
+                                                        per_client):
+            # Too many from that host: closed at once, no handler, no verify_request().
+            release(server, request)
+            return
         if verify is not None and not verify(request, client_address):
             release(server, request)
             return
@@ -240,6 +277,7 @@ class Plan:
     room: Optional[Callable[[], bool]]       # asked before taking: under max_connections
     intake_error: Callable[[int], float]     # accept()/recvfrom() failed: pause seconds
     guards: Any                   # core.guards.Guards
+    proxy: Any                    # core.proxyproto.ProxyIntake, None without the PROXY protocol
 
 
 def make_plan(server, model):
@@ -284,6 +322,7 @@ def make_plan(server, model):
     plan.nodelay = plan.intake == INTAKE_ACCEPT and wants_nodelay(server)
     plan.track_connections = sock is not None and getattr(sock, "type", None) == socket.SOCK_STREAM
     plan.nonblocking = cooperative or plan.intake != INTAKE_HOOKS
+    plan.proxy = make_intake(server, model)
     plan.admit = make_admit(server, plan)
     plan.intake_error = lambda err: intake_error(server, plan, err)
     # Asked around every request only where the model or the limit can say no.

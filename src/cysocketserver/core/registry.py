@@ -81,9 +81,24 @@ class ConnectionRegistry:
         self.counters.connection_opened()
         return entry
 
-    def peer_count(self, entry):
-        """How many live connections ``entry``'s peer has, itself included."""
-        return self._per_peer.get(entry.peer, 0)
+    def count_client(self, request, client_address):
+        """How many live connections the host of ``client_address`` has, this one included.
+        The connection is counted for that host from now on: with the PROXY protocol, the
+        client its header names rather than the proxy."""
+        entry = self._live.get(id(request))
+        if entry is None:
+            return 0
+        peer = peer_of(client_address)
+        if peer != entry.peer:
+            with self._lock:
+                self._forget_peer(entry)
+                entry.client_address = client_address
+                entry.peer = peer
+                if peer is not None:
+                    self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+        if peer is None:
+            return 0
+        return self._per_peer.get(peer, 0)
 
     def discard(self, request):
         """Forget a connection (its request is being released); its bytes go to the totals."""

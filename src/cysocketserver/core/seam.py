@@ -6,8 +6,8 @@ the engine does lives in ``core.policy``; the engine is mechanism only.
 """
 from typing import Any, Callable, Optional, Protocol
 
-__all__ = ["Waiter", "ServeLoop", "SocketReader", "SocketWriter", "Hub", "Model", "Meter",
-           "Counters", "Engine"]
+__all__ = ["Waiter", "ServeLoop", "SocketReader", "SocketWriter", "Hub", "ProxyParser", "Model",
+           "Meter", "Counters", "Engine"]
 
 LISTENER_READY = 1
 WOKEN = 2
@@ -110,6 +110,15 @@ class Hub(Protocol):
     def close(self) -> None: ...
 
 
+class ProxyParser(Protocol):
+    """The PROXY protocol parser (``_pure_proxyproto`` documents it); ``accepted`` is a mask of
+    ``_proxycommon.V1``/``V2``."""
+
+    def scan(self, data: bytes, accepted: int) -> int: ...
+    def parse(self, header: bytes, accepted: int) -> Any: ...
+    def crc32c(self, data: bytes) -> int: ...
+
+
 class Model(Protocol):
     """A concurrency model (``models``)."""
 
@@ -137,3 +146,4 @@ class Engine(Protocol):
     Hub: type
     Counters: type
     Meter: type
+    proxyproto: ProxyParser

@@ -1,0 +1,9 @@
+# The PROXY protocol parser; the pure-Python twin (_pure_proxyproto) has the same interface.
+
+from ._proxycommon import ProxyHeader
+
+__all__ = ["scan", "parse", "crc32c"]
+
+def scan(data: bytes, accepted: int) -> int: ...
+def parse(header: bytes, accepted: int) -> ProxyHeader: ...
+def crc32c(data: bytes) -> int: ...
