@@ -592,3 +592,42 @@ def test_every_public_class_and_hook_has_a_docstring(cy_ss):
         elif callable(obj) and not inspect.getdoc(obj):
             missing.append(name)
     assert missing == []
+
+
+# --------------------------------------------------------------------------- behind a proxy
+
+
+class _OwnProcessRequest:
+    """A process_request() of the user's: the PROXY header is read in the serving thread."""
+
+    def process_request(self, request, client_address):
+        super().process_request(request, client_address)
+
+
+@pytest.mark.parametrize("name,own", [(name, False) for name in MODEL_SERVERS]
+                         + [("ThreadingTCPServer", True)])
+def test_per_client_limit_counts_the_client_the_proxy_names(cy_ss, name, own):
+    bases = ((_OwnProcessRequest,) if own else ()) + (getattr(cy_ss, name),)
+    cls = type("S", bases, {"proxy_protocol": "v1", "max_connections_per_client": 1,
+                            "request_queue_size": 64})
+    server = cls((HOST, 0), _echo(cy_ss))
+
+    def via_proxy(client):
+        sock = connect(server.server_address)
+        sock.sendall(b"PROXY TCP4 %s 10.0.0.2 40000 80\r\n" % client)
+        return sock
+
+    with serving(server):
+        # All from the proxy's own address, for two different clients: both are served.
+        first, other = via_proxy(b"10.0.0.1"), via_proxy(b"10.0.0.9")
+        try:
+            assert _round_trip(first) == b"ping\n"
+            assert _round_trip(other) == b"ping\n"
+            with via_proxy(b"10.0.0.1") as second:   # the first client's second connection
+                assert _closed_by_server(second, TIMEOUT)
+        finally:
+            first.close()
+            other.close()
+    stats = server.stats()
+    assert stats["connections_rejected_total"] == 1
+    assert stats["connections_total"] == 3
