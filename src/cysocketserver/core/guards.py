@@ -18,6 +18,7 @@ import math
 import numbers
 import socket
 import struct
+import sys
 import threading
 import weakref
 from time import monotonic
@@ -31,7 +32,8 @@ GUARDS = ("max_connections", "max_connections_per_client", "idle_timeout", "drai
 NAP = 0.01
 # Linux keeps, per TCP socket, the milliseconds since data last arrived (struct tcp_info's
 # tcpi_last_data_recv, at this offset): the idle time at no cost to the request path.
-_TCP_INFO = getattr(socket, "TCP_INFO", None)
+# (Other systems' struct tcp_info differ: they measure with the byte meter.)
+_TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform.startswith("linux") else None
 _TCP_INFO_SIZE = 104
 _LAST_DATA_RECV = struct.Struct("I")
 _LAST_DATA_RECV_OFFSET = 52
