@@ -33,17 +33,23 @@ DEFAULT_IO_BUDGET = 64
 IO_BUDGET_ENV = "CYSOCKETSERVER_HUB_IO_BUDGET"
 
 
-def io_budget_from_env():
-    """The budget a new hub starts with: the environment's, or DEFAULT_IO_BUDGET."""
-    text = os.environ.get(IO_BUDGET_ENV)
+def env_int(name, minimum, default):
+    """The whole number in environment variable ``name`` if it is at least ``minimum``; else
+    ``default`` (unset, not a number, or too small)."""
+    text = os.environ.get(name)
     if text:
         try:
             value = int(text)
         except ValueError:
-            return DEFAULT_IO_BUDGET
-        if value >= 0:
+            return default
+        if value >= minimum:
             return value
-    return DEFAULT_IO_BUDGET
+    return default
+
+
+def io_budget_from_env():
+    """The budget a new hub starts with: the environment's, or DEFAULT_IO_BUDGET."""
+    return env_int(IO_BUDGET_ENV, 0, DEFAULT_IO_BUDGET)
 
 
 def check_io_budget(value):

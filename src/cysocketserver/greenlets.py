@@ -23,7 +23,7 @@ import _socket
 from greenlet import GreenletExit, getcurrent
 
 from . import _engine
-from ._hubcommon import HubBlockedWarning
+from ._hubcommon import HubBlockedWarning, env_int
 from .core import policy
 from .core.seam import LISTENER_READY, WOKEN
 from .models import Inline
@@ -114,14 +114,9 @@ def spawn(function, *args):
 
 
 def _default_to_thread_threads():
-    text = os.environ.get(TO_THREAD_ENV)
-    if text:
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value >= 1:
-            return value
+    value = env_int(TO_THREAD_ENV, 1, None)
+    if value is not None:
+        return value
     # concurrent.futures' (and so asyncio's) default: the calls mostly wait on I/O, so more
     # threads than cores pay off, but each costs a stack and its share of the GIL.
     return min(32, (os.cpu_count() or 1) + 4)
