@@ -280,6 +280,24 @@ class Plan:
     proxy: Any                    # core.proxyproto.ProxyIntake, None without the PROXY protocol
 
 
+def _after_wait(server):
+    """What runs after each wake-up of serve_forever(): service_actions() (unless it does
+    nothing), preceded by the housekeeping of a server that has some (a prefork worker's
+    heartbeat, set as the instance's ``_housekeeping_``)."""
+    service = None if is_noop(server, "service_actions") else server.service_actions
+    housekeeping = getattr(server, "__dict__", {}).get("_housekeeping_")
+    if housekeeping is None:
+        return service
+    if service is None:
+        return housekeeping
+
+    def both():
+        housekeeping()
+        service()
+
+    return both
+
+
 def make_plan(server, model):
     """The plan for ``server`` as its hooks are now, run by the concurrency ``model``: it gives
     the batch (1 where the stdlib's one request per wake-up matters, as for ForkingMixIn's
@@ -299,7 +317,7 @@ def make_plan(server, model):
     plan.backoff = Backoff()
     plan.take_one = server._handle_request_noblock
     plan.handle_timeout = server.handle_timeout
-    plan.after_wait = None if is_noop(server, "service_actions") else server.service_actions
+    plan.after_wait = _after_wait(server)
     plan.inline = is_default(server, "process_request") and is_default(server, "finish_request")
     plan.skip_release = is_noop(server, "shutdown_request") and is_noop(server, "close_request")
     plan.request_class = request_class
