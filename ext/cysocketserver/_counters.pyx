@@ -7,8 +7,15 @@ recv()/send(), so counting costs an addition per system call.
 ``Counters``: the server's running totals.  Each method is one C function that runs with the GIL
 held and calls no Python code, so handler threads may call them concurrently without a lock.
 What to count and when is decided in ``core``; this is only where the numbers live.
+
+The totals live in cells, native unsigned 64-bit integers in ``Counters.FIELDS`` order: in the
+object itself, or in a caller's buffer (``Counters(buffer)``, e.g. a slice of a shared anonymous
+mmap) so that another process can read them while this one counts.
 """
 cimport cython
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBuffer_IsContiguous,
+                             PyBUF_STRIDES)
+from libc.stdint cimport uintptr_t
 
 __all__ = ["Meter", "Counters"]
 
@@ -21,41 +28,135 @@ cdef class Meter:
         return "<Meter received=%d sent=%d>" % (self.received, self.sent)
 
 
+# Cell indices, in FIELDS order (the layout other processes read: keep them in step).
+cdef enum:
+    CONNECTIONS = 0
+    CONNECTIONS_CLOSED
+    CONNECTIONS_REJECTED
+    HANDLER_ERRORS
+    ACCEPT_ERRORS
+    IDLE_CLOSED
+    DRAIN_FINISHED
+    DRAIN_CUT
+    BYTES_RECEIVED_CLOSED
+    BYTES_SENT_CLOSED
+    CELL_COUNT
+
+_FIELDS = ("connections_total", "connections_closed_total", "connections_rejected_total",
+           "handler_errors_total", "accept_errors_total", "idle_closed_total",
+           "drain_finished_total", "drain_cut_total",
+           "bytes_received_closed", "bytes_sent_closed")
+assert len(_FIELDS) == CELL_COUNT
+
+
 @cython.final
 cdef class Counters:
-    """A server's totals since it was built (``stats()`` reads them)."""
+    """A server's totals since it was built (``stats()`` reads them).
 
-    cdef readonly unsigned long long connections_total
-    cdef readonly unsigned long long connections_rejected_total
-    cdef readonly unsigned long long handler_errors_total
-    cdef readonly unsigned long long accept_errors_total
-    cdef readonly unsigned long long idle_closed_total
-    cdef readonly unsigned long long drain_finished_total
-    cdef readonly unsigned long long drain_cut_total
+    ``Counters()`` keeps them in the object.  ``Counters(buffer)`` keeps them in ``buffer``: a
+    writable, C-contiguous buffer of at least ``SIZE`` bytes starting on an 8-byte boundary,
+    whose first ``SIZE`` bytes hold one native unsigned 64-bit integer per name of ``FIELDS``,
+    in that order.  The values already there are the starting totals (zero a fresh slot); the
+    buffer's exporter is held, and cannot be resized or closed, while the Counters lives.
+    """
+
+    FIELDS = _FIELDS
+    SIZE = CELL_COUNT * sizeof(unsigned long long)
+
+    cdef unsigned long long *cells
+    cdef unsigned long long private_cells[CELL_COUNT]
+    cdef Py_buffer view
+    cdef bint has_view
+
+    def __cinit__(self, buffer=None):
+        cdef Py_ssize_t size = CELL_COUNT * sizeof(unsigned long long)
+        self.cells = self.private_cells
+        if buffer is None:
+            return
+        # Plain PyBUF_STRIDES, so that a read-only or non-contiguous buffer is described rather
+        # than refused, and the error below can say what is wrong with it.
+        PyObject_GetBuffer(buffer, &self.view, PyBUF_STRIDES)
+        self.has_view = True
+        if self.view.readonly:
+            raise TypeError("Counters needs a writable buffer, not a read-only %s"
+                            % type(buffer).__name__)
+        if not PyBuffer_IsContiguous(&self.view, b'C'):
+            raise ValueError("Counters needs a C-contiguous buffer")
+        if self.view.len < size:
+            raise ValueError("Counters needs a buffer of at least %d bytes, not %d"
+                             % (size, self.view.len))
+        if <uintptr_t>self.view.buf % sizeof(unsigned long long):
+            raise ValueError("Counters needs a buffer that starts on an 8-byte boundary")
+        self.cells = <unsigned long long *>self.view.buf
+
+    def __dealloc__(self):
+        self.cells = self.private_cells
+        if self.has_view:
+            self.has_view = False
+            PyBuffer_Release(&self.view)
+
+    @property
+    def connections_total(self):
+        return self.cells[CONNECTIONS]
+
+    @property
+    def connections_closed_total(self):
+        return self.cells[CONNECTIONS_CLOSED]
+
+    @property
+    def connections_rejected_total(self):
+        return self.cells[CONNECTIONS_REJECTED]
+
+    @property
+    def handler_errors_total(self):
+        return self.cells[HANDLER_ERRORS]
+
+    @property
+    def accept_errors_total(self):
+        return self.cells[ACCEPT_ERRORS]
+
+    @property
+    def idle_closed_total(self):
+        return self.cells[IDLE_CLOSED]
+
+    @property
+    def drain_finished_total(self):
+        return self.cells[DRAIN_FINISHED]
+
+    @property
+    def drain_cut_total(self):
+        return self.cells[DRAIN_CUT]
+
     # Bytes of connections that have ended; the live ones are still in their meters.
-    cdef readonly unsigned long long bytes_received_closed
-    cdef readonly unsigned long long bytes_sent_closed
+    @property
+    def bytes_received_closed(self):
+        return self.cells[BYTES_RECEIVED_CLOSED]
+
+    @property
+    def bytes_sent_closed(self):
+        return self.cells[BYTES_SENT_CLOSED]
 
     def connection_opened(self):
-        self.connections_total += 1
+        self.cells[CONNECTIONS] += 1
 
     def connection_rejected(self):
-        self.connections_rejected_total += 1
+        self.cells[CONNECTIONS_REJECTED] += 1
 
     def handler_error(self):
-        self.handler_errors_total += 1
+        self.cells[HANDLER_ERRORS] += 1
 
     def accept_error(self):
-        self.accept_errors_total += 1
+        self.cells[ACCEPT_ERRORS] += 1
 
     def idle_closed(self, unsigned long long count=1):
-        self.idle_closed_total += count
+        self.cells[IDLE_CLOSED] += count
 
     def drained(self, unsigned long long finished, unsigned long long cut):
-        self.drain_finished_total += finished
-        self.drain_cut_total += cut
+        self.cells[DRAIN_FINISHED] += finished
+        self.cells[DRAIN_CUT] += cut
 
     def fold(self, Meter meter not None):
-        """Add an ended connection's bytes to the totals."""
-        self.bytes_received_closed += meter.received
-        self.bytes_sent_closed += meter.sent
+        """A connection has ended: count it, and add its bytes to the totals."""
+        self.cells[CONNECTIONS_CLOSED] += 1
+        self.cells[BYTES_RECEIVED_CLOSED] += meter.received
+        self.cells[BYTES_SENT_CLOSED] += meter.sent

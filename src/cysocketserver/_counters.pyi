@@ -1,5 +1,7 @@
 # A server's counters (ext/cysocketserver/_counters.pyx); _pure_counters.py is the same in Python.
-from typing import final
+from typing import ClassVar, Optional, final
+
+from _typeshed import WriteableBuffer
 
 __all__ = ["Meter", "Counters"]
 
@@ -11,9 +13,14 @@ class Meter:
 
 @final
 class Counters:
-    """A server's totals since it was built."""
+    """A server's totals since it was built, in the object or in a caller's buffer."""
+    FIELDS: ClassVar[tuple[str, ...]]
+    SIZE: ClassVar[int]
+    def __init__(self, buffer: Optional[WriteableBuffer] = None) -> None: ...
     @property
     def connections_total(self) -> int: ...
+    @property
+    def connections_closed_total(self) -> int: ...
     @property
     def connections_rejected_total(self) -> int: ...
     @property

@@ -1,11 +1,30 @@
 """A server's counters in pure Python: the same seam as the compiled ``_counters``.
 
 The compiled methods are atomic because they run in C under the GIL; here a lock makes each
-update atomic, so handler threads may call them concurrently.
+update atomic, so handler threads may call them concurrently.  The totals live in the same cells
+as there (native unsigned 64-bit integers in ``Counters.FIELDS`` order), so that a buffer filled
+by either engine reads the same.
 """
 import threading
 
+try:
+    import ctypes
+except ImportError:  # an interpreter without ctypes: buffers are not checked for alignment
+    ctypes = None
+
 __all__ = ["Meter", "Counters"]
+
+_FIELDS = ("connections_total", "connections_closed_total", "connections_rejected_total",
+           "handler_errors_total", "accept_errors_total", "idle_closed_total",
+           "drain_finished_total", "drain_cut_total",
+           "bytes_received_closed", "bytes_sent_closed")
+_CELL = 8
+# The compiled cells are C unsigned long longs: they wrap around, and so do these.
+_WRAP = (1 << 64) - 1
+
+(_CONNECTIONS, _CONNECTIONS_CLOSED, _CONNECTIONS_REJECTED, _HANDLER_ERRORS, _ACCEPT_ERRORS,
+ _IDLE_CLOSED, _DRAIN_FINISHED, _DRAIN_CUT, _BYTES_RECEIVED_CLOSED,
+ _BYTES_SENT_CLOSED) = range(len(_FIELDS))
 
 
 class Meter:
@@ -21,53 +40,88 @@ class Meter:
         return "<Meter received=%d sent=%d>" % (self.received, self.sent)
 
 
+def _cells_of(buffer, size):
+    """``buffer``'s first ``size`` bytes as a memoryview of unsigned 64-bit cells."""
+    view = memoryview(buffer)
+    if view.readonly:
+        raise TypeError("Counters needs a writable buffer, not a read-only %s"
+                        % type(buffer).__name__)
+    if not view.c_contiguous:
+        raise ValueError("Counters needs a C-contiguous buffer")
+    if view.nbytes < size:
+        raise ValueError("Counters needs a buffer of at least %d bytes, not %d"
+                         % (size, view.nbytes))
+    view = view.cast("B")[:size]
+    if ctypes is not None and ctypes.addressof(ctypes.c_char.from_buffer(view)) % _CELL:
+        raise ValueError("Counters needs a buffer that starts on an 8-byte boundary")
+    return view.cast("Q")
+
+
+def _cell(index):
+    return property(lambda self: self._cells[index])
+
+
 class Counters:
-    """A server's totals since it was built (``stats()`` reads them)."""
+    """A server's totals since it was built (``stats()`` reads them).
 
-    __slots__ = ("_lock", "connections_total", "connections_rejected_total",
-                 "handler_errors_total", "accept_errors_total", "idle_closed_total",
-                 "drain_finished_total", "drain_cut_total",
-                 "bytes_received_closed", "bytes_sent_closed")
+    ``Counters()`` keeps them in the object.  ``Counters(buffer)`` keeps them in ``buffer``: a
+    writable, C-contiguous buffer of at least ``SIZE`` bytes starting on an 8-byte boundary,
+    whose first ``SIZE`` bytes hold one native unsigned 64-bit integer per name of ``FIELDS``,
+    in that order.  The values already there are the starting totals (zero a fresh slot); the
+    buffer's exporter is held, and cannot be resized or closed, while the Counters lives.
+    """
 
-    def __init__(self):
+    FIELDS = _FIELDS
+    SIZE = len(_FIELDS) * _CELL
+
+    __slots__ = ("_lock", "_cells")
+
+    def __init__(self, buffer=None):
         self._lock = threading.Lock()
-        self.connections_total = 0
-        self.connections_rejected_total = 0
-        self.handler_errors_total = 0
-        self.accept_errors_total = 0
-        self.idle_closed_total = 0
-        self.drain_finished_total = 0
-        self.drain_cut_total = 0
-        self.bytes_received_closed = 0
-        self.bytes_sent_closed = 0
+        self._cells = _cells_of(bytearray(self.SIZE) if buffer is None else buffer, self.SIZE)
+
+    connections_total = _cell(_CONNECTIONS)
+    connections_closed_total = _cell(_CONNECTIONS_CLOSED)
+    connections_rejected_total = _cell(_CONNECTIONS_REJECTED)
+    handler_errors_total = _cell(_HANDLER_ERRORS)
+    accept_errors_total = _cell(_ACCEPT_ERRORS)
+    idle_closed_total = _cell(_IDLE_CLOSED)
+    drain_finished_total = _cell(_DRAIN_FINISHED)
+    drain_cut_total = _cell(_DRAIN_CUT)
+    # Bytes of connections that have ended; the live ones are still in their meters.
+    bytes_received_closed = _cell(_BYTES_RECEIVED_CLOSED)
+    bytes_sent_closed = _cell(_BYTES_SENT_CLOSED)
+
+    def _add(self, index, amount):
+        cells = self._cells
+        with self._lock:
+            cells[index] = (cells[index] + amount) & _WRAP
 
     def connection_opened(self):
-        with self._lock:
-            self.connections_total += 1
+        self._add(_CONNECTIONS, 1)
 
     def connection_rejected(self):
-        with self._lock:
-            self.connections_rejected_total += 1
+        self._add(_CONNECTIONS_REJECTED, 1)
 
     def handler_error(self):
-        with self._lock:
-            self.handler_errors_total += 1
+        self._add(_HANDLER_ERRORS, 1)
 
     def accept_error(self):
-        with self._lock:
-            self.accept_errors_total += 1
+        self._add(_ACCEPT_ERRORS, 1)
 
     def idle_closed(self, count=1):
-        with self._lock:
-            self.idle_closed_total += count
+        self._add(_IDLE_CLOSED, count)
 
     def drained(self, finished, cut):
+        cells = self._cells
         with self._lock:
-            self.drain_finished_total += finished
-            self.drain_cut_total += cut
+            cells[_DRAIN_FINISHED] = (cells[_DRAIN_FINISHED] + finished) & _WRAP
+            cells[_DRAIN_CUT] = (cells[_DRAIN_CUT] + cut) & _WRAP
 
     def fold(self, meter):
-        """Add an ended connection's bytes to the totals."""
+        """A connection has ended: count it, and add its bytes to the totals."""
+        cells = self._cells
         with self._lock:
-            self.bytes_received_closed += meter.received
-            self.bytes_sent_closed += meter.sent
+            cells[_CONNECTIONS_CLOSED] = (cells[_CONNECTIONS_CLOSED] + 1) & _WRAP
+            cells[_BYTES_RECEIVED_CLOSED] = (cells[_BYTES_RECEIVED_CLOSED] + meter.received) & _WRAP
+            cells[_BYTES_SENT_CLOSED] = (cells[_BYTES_SENT_CLOSED] + meter.sent) & _WRAP

@@ -195,4 +195,6 @@ class ConnectionRegistry:
                 entry = self._live.pop(key, None)
                 if entry is not None:
                     self._forget_peer(entry)
+                    # Ended all the same: the open count and the byte totals must include it.
+                    self.counters.fold(entry.meter)
         return len(closed)

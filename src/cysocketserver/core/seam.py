@@ -4,7 +4,7 @@ An engine (the compiled modules, or their pure-Python twins) provides exactly ``
 names and nothing else is used from it; ``_engine`` picks one.  The policy that decides what
 the engine does lives in ``core.policy``; the engine is mechanism only.
 """
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, ClassVar, Optional, Protocol, Tuple
 
 __all__ = ["Waiter", "ServeLoop", "SocketReader", "SocketWriter", "Hub", "ProxyParser", "Model",
            "Meter", "Counters", "Engine"]
@@ -73,9 +73,20 @@ class Meter(Protocol):
 
 
 class Counters(Protocol):
-    """A server's totals.  Each update is atomic: handler threads call them concurrently."""
+    """A server's totals.  Each update is atomic: handler threads call them concurrently.
+
+    ``Counters(buffer=None)``: with a buffer (writable, C-contiguous, 8-byte aligned, at least
+    ``SIZE`` bytes, e.g. a slice of a shared anonymous mmap) the totals live there as native
+    unsigned 64-bit integers in ``FIELDS`` order, and its current values are the starting
+    totals.  One process writes a buffer; others may read it (cast("Q")) as it changes.
+    ``connections_total - connections_closed_total`` is the number of open connections (read
+    the closed count first: a connection is counted open before it is counted closed)."""
+
+    FIELDS: ClassVar[Tuple[str, ...]]
+    SIZE: ClassVar[int]
 
     connections_total: int
+    connections_closed_total: int
     connections_rejected_total: int
     handler_errors_total: int
     accept_errors_total: int
@@ -91,7 +102,8 @@ class Counters(Protocol):
     def accept_error(self) -> None: ...
     def idle_closed(self, count: int = 1) -> None: ...
     def drained(self, finished: int, cut: int) -> None: ...
-    def fold(self, meter: Meter) -> None: ...
+    def fold(self, meter: Meter) -> None:
+        """A connection has ended (once each): count it and add its bytes to the totals."""
 
 
 class Hub(Protocol):
