@@ -189,14 +189,14 @@ class PreforkMixIn:
         index, its ``pid``, ``state``, ``requests_total`` (connections accepted),
         ``connections_active``, ``restarts`` and ``heartbeat_age_seconds``.  The bytes of
         connections still open in a worker are counted once they end."""
-        supervisor = self.__dict__.get("_supervisor_")
-        if self.worker_index is not None or supervisor is None:
+        if self.worker_index is not None:
             return super().stats()
-        rows = supervisor.figures()
-        totals = dict.fromkeys(supervisor.fields, 0)
+        supervisor = self.__dict__.get("_supervisor_")
+        rows = [] if supervisor is None else supervisor.figures()
+        totals = {}
         for row in rows:
             for name, value in row.pop("totals").items():
-                totals[name] += value
+                totals[name] = totals.get(name, 0) + value
         figures = {
             "server": type(self).__name__,
             "model": "prefork+" + self._concurrency.name,
@@ -208,11 +208,12 @@ class PreforkMixIn:
             figures[name] = totals.get(attribute, 0)
         figures["bytes_received_total"] = totals.get("bytes_received_closed", 0)
         figures["bytes_sent_total"] = totals.get("bytes_sent_closed", 0)
-        figures["workers"] = supervisor.target
+        figures["workers"] = (supervisor.target if supervisor is not None
+                              else self.workers or default_workers())
         figures["workers_serving"] = sum(1 for row in rows if row["state"] == "serving")
         figures["worker_restarts_total"] = sum(row["restarts"] for row in rows)
-        figures["worker_crashes_total"] = supervisor.crashes_total
-        figures["worker_timeouts_total"] = supervisor.timeouts_total
+        figures["worker_crashes_total"] = 0 if supervisor is None else supervisor.crashes_total
+        figures["worker_timeouts_total"] = 0 if supervisor is None else supervisor.timeouts_total
         figures["per_worker"] = rows
         return figures
 
