@@ -151,6 +151,9 @@ def test_help_states_the_defaults():
     (["--max-connections", "0"], "must be at least 1"),
     (["--idle-timeout", "-1"], "must be a number of seconds"),
     (["--metrics", "nowhere"], "expected HOST:PORT"),
+    (["--workers", "0"], "must be at least 1"),
+    (["--max-requests", "5"], "only with --workers"),
+    (["--workers", "2", "--udp", "--max-requests", "5"], "counts connections"),
 ])
 def test_mistakes_are_one_line_and_exit_2(args, message):
     proc = run_cli("echo", *args)
@@ -312,3 +315,37 @@ def test_the_command_never_changes_the_package_classes():
     assert before == after
     assert cysocketserver.ThreadingTCPServer.daemon_threads is False
     assert cysocketserver.TCPServer.allow_reuse_address is False
+
+
+def test_workers_serve_reload_on_sighup_and_report_per_worker_metrics():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with echo_service("--port", "0", "--workers", "2", "--metrics",
+                      "127.0.0.1:%d" % port) as (proc, line):
+        assert "2 workers (shared)" in line
+        address = address_of(line)
+        read_line(proc, time.monotonic() + TIMEOUT)  # the metrics line
+
+        def metrics():
+            return request_reply(("127.0.0.1", port), b"GET /metrics HTTP/1.0\r\n\r\n")
+
+        deadline = time.monotonic() + TIMEOUT
+        while b'cysocketserver_workers_serving{server="echo"} 2' not in metrics():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for count in range(4):
+            assert request_reply(address, b"w%d\n" % count) == b"w%d\n" % count
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + TIMEOUT
+        while b'cysocketserver_worker_restarts_total{server="echo"} 2' not in metrics():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert request_reply(address, b"after\n") == b"after\n"
+        body = metrics()
+        assert b'cysocketserver_connections_total{server="echo"} 5' in body
+        assert b'cysocketserver_worker_requests_total{server="echo",worker="0"}' in body
+        assert b'cysocketserver_worker_heartbeat_age_seconds{server="echo",worker="1"}' in body
+        status, err = stop(proc)
+    assert status == 0, err
+    assert "stopped: 5 connection(s) served by 2 worker(s), 2 restart(s)" in err

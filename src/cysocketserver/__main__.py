@@ -12,6 +12,7 @@ import os
 import socket
 import stat
 import sys
+import threading
 
 import cysocketserver
 from cysocketserver import service
@@ -20,6 +21,7 @@ from cysocketserver.activation import listen_fds
 PROG = "python -m cysocketserver"
 EXIT_USAGE = 2
 DEFAULT_DRAIN_TIMEOUT = 10.0
+DEFAULT_WORKER_TIMEOUT = 30.0
 
 log = logging.getLogger("cysocketserver")
 
@@ -69,6 +71,16 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError("expected a whole number, not %r" % text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1, not %d" % value)
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a whole number, not %r" % text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more, not %d" % value)
     return value
 
 
@@ -166,6 +178,13 @@ def _server_class(transport, args, family=None):
         attrs["address_family"] = family
     attrs["package_class"] = base.__name__
     mixins = (_LoggedErrors, _DualStack) if family == socket.AF_INET6 else (_LoggedErrors,)
+    if args.workers is not None:
+        from cysocketserver.prefork import PreforkMixIn
+
+        attrs.update(workers=args.workers, balancing=args.balancing,
+                     worker_timeout=args.worker_timeout, max_requests=args.max_requests,
+                     max_requests_jitter=args.max_requests_jitter)
+        mixins = (PreforkMixIn,) + mixins
     return type("Echo" + base.__name__, mixins + (base,), attrs)
 
 
@@ -174,6 +193,16 @@ def _handler(transport):
 
 
 def _check_guards(args):
+    if args.workers is None:
+        used = [flag for flag, value in (
+            ("--balancing", args.balancing != "shared"),
+            ("--max-requests", args.max_requests is not None),
+            ("--worker-timeout", args.worker_timeout != DEFAULT_WORKER_TIMEOUT))
+            if value]
+        if used:
+            raise UsageError("%s: only with --workers" % ", ".join(used))
+    elif args.udp and args.max_requests is not None:
+        raise UsageError("--max-requests counts connections: not with --udp")
     if args.udp:
         used = [flag for flag, value in (
             ("--max-connections", args.max_connections),
@@ -237,6 +266,9 @@ def build_servers(args):
     inherited = listen_fds()
     servers = []
     try:
+        if len(inherited) > 1 and args.workers is not None:
+            raise UsageError("--workers serves one socket; %d were passed (LISTEN_FDS)"
+                             % len(inherited))
         if inherited:
             for sock in inherited:
                 transport = {
@@ -306,13 +338,17 @@ def run_echo(args):
 
     def ready():
         for server, transport in servers:
-            print("echo (%s, %s, %s engine) on %s; Ctrl-C or SIGTERM stops"
+            workers = ("" if args.workers is None else
+                       ", %d workers (%s)" % (args.workers, args.balancing))
+            print("echo (%s, %s, %s engine%s) on %s; Ctrl-C or SIGTERM stops"
                   % (transport, type(server).package_class, cysocketserver.IMPLEMENTATION,
-                     _display(server.server_address)), flush=True)
+                     workers, _display(server.server_address)), flush=True)
         for endpoint in metrics:
             print("metrics on http://%s/metrics" % _display(endpoint.server_address), flush=True)
 
     try:
+        if args.workers is not None:
+            return _run_prefork(servers[0][0], metrics, ready)
         return service.run([server for server, _transport in servers], extra=metrics,
                            ready=ready)
     finally:
@@ -323,6 +359,30 @@ def run_echo(args):
                     os.unlink(args.unix)
                 except OSError:
                     pass
+
+
+def _run_prefork(server, metrics, ready):
+    """Serve with worker processes: the supervisor runs in this (the main) thread, where it
+    takes SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN and SIGTTOU itself."""
+    for endpoint in metrics:
+        threading.Thread(target=endpoint.serve_forever, daemon=True, name="metrics").start()
+    ready()
+    try:
+        server.serve_forever()
+        status = 0
+    except KeyboardInterrupt:
+        status = service.EXIT_INTERRUPTED
+    finally:
+        for endpoint in metrics:
+            endpoint.shutdown()
+            endpoint.server_close()
+        server.server_close()
+    figures = server.stats()
+    if status == 0:
+        log.info("stopped: %d connection(s) served by %d worker(s), %d restart(s)",
+                 figures["connections_total"], len(figures["per_worker"]),
+                 figures["worker_restarts_total"])
+    return status
 
 
 def build_parser():
@@ -361,6 +421,27 @@ def build_parser():
                           % cysocketserver.ThreadPoolMixIn.max_threads)
     how.add_argument("--backlog", type=_positive_int, default=128,
                      help="the listen backlog, request_queue_size (default: %(default)s)")
+    cores = echo.add_argument_group(
+        "many cores", "Serve with worker processes under a supervising parent. Signals to "
+        "the parent: SIGTERM drains and exits 0; SIGINT or SIGQUIT exit at once; SIGHUP "
+        "replaces every worker without refusing a connection; SIGTTIN/SIGTTOU add/remove a "
+        "worker.")
+    cores.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="worker processes, each running --server's model "
+                            "(default: off, one process)")
+    cores.add_argument("--balancing", choices=["shared", "reuseport"], default="shared",
+                       help="shared: one listener, an idle worker is woken per connection; "
+                            "reuseport: a listener per worker, the kernel spreads connections "
+                            "(default: %(default)s)")
+    cores.add_argument("--worker-timeout", type=_seconds(False), metavar="SECONDS",
+                       default=DEFAULT_WORKER_TIMEOUT,
+                       help="kill and replace a worker whose serve loop has not come round "
+                            "for this long (default: %(default)s)")
+    cores.add_argument("--max-requests", type=_positive_int, metavar="N",
+                       help="replace a worker after N connections (default: never)")
+    cores.add_argument("--max-requests-jitter", type=_non_negative_int, metavar="N", default=0,
+                       help="add a random 0..N to each worker's --max-requests, so that they "
+                            "are not all replaced at once (default: %(default)s)")
     guards = echo.add_argument_group("guards (stream servers)")
     guards.add_argument("--max-connections", type=_positive_int,
                         help="stop accepting at this many open connections (default: no limit)")

@@ -55,6 +55,28 @@ _SERIES = (
      "Handler greenlets running (GreenletMixIn).", None),
     ("children_active", "cysocketserver_children_active", "gauge",
      "Child processes alive (ForkingMixIn).", None),
+    ("workers", "cysocketserver_workers", "gauge",
+     "Worker processes the parent keeps (PreforkMixIn).", None),
+    ("workers_serving", "cysocketserver_workers_serving", "gauge",
+     "Worker processes serving now (PreforkMixIn).", None),
+    ("worker_restarts_total", "cysocketserver_worker_restarts_total", "counter",
+     "Worker processes started to replace another (PreforkMixIn).", None),
+    ("worker_crashes_total", "cysocketserver_worker_crashes_total", "counter",
+     "Worker processes that died unasked (PreforkMixIn).", None),
+    ("worker_timeouts_total", "cysocketserver_worker_timeouts_total", "counter",
+     "Worker processes killed for a missed heartbeat (PreforkMixIn).", None),
+)
+
+# PreforkMixIn's per-worker figures (stats()["per_worker"]), labelled with the worker index.
+_WORKER_SERIES = (
+    ("requests_total", "cysocketserver_worker_requests_total", "counter",
+     "Connections accepted by the workers of each index (across their replacements)."),
+    ("connections_active", "cysocketserver_worker_connections_active", "gauge",
+     "Connections open now in each worker."),
+    ("restarts", "cysocketserver_worker_index_restarts_total", "counter",
+     "Times each worker index was given a new process."),
+    ("heartbeat_age_seconds", "cysocketserver_worker_heartbeat_age_seconds", "gauge",
+     "Seconds since each serving worker's last heartbeat."),
 )
 
 
@@ -101,6 +123,16 @@ def prometheus_text(servers):
             if extra is not None:
                 pairs.append(extra)
             lines.append("%s%s %s" % (metric, _labels(pairs), _number(value)))
+    for key, metric, kind, help_text in _WORKER_SERIES:
+        present = [(name, row["index"], row[key]) for name, stats in snapshots
+                   for row in stats.get("per_worker", ()) if row.get(key) is not None]
+        if not present:
+            continue
+        lines.append("# HELP %s %s" % (metric, help_text))
+        lines.append("# TYPE %s %s" % (metric, kind))
+        for name, index, value in present:
+            lines.append("%s%s %s" % (metric, _labels([("server", name), ("worker", index)]),
+                                      _number(value)))
     return "\n".join(lines) + "\n"
 
 
