@@ -464,3 +464,110 @@ def test_statistics_summed_across_workers_equal_what_the_clients_counted(start):
     assert figures["bytes_received_total"] == sent
     assert figures["bytes_sent_total"] == received
     assert figures["handler_errors_total"] == 0
+
+
+# -- from code, in any thread -------------------------------------------------------------------
+
+def test_methods_reload_add_remove_and_shutdown_from_another_thread(cy_ss):
+    """The supervisor in a thread other than the main one takes no signals; its commands are
+    the server's methods."""
+    from cysocketserver.prefork import PreforkMixIn
+
+    class Handler(cy_ss.StreamRequestHandler):
+        def handle(self):
+            self.wfile.write(b"%d\n" % os.getpid())
+
+    class Server(PreforkMixIn, cy_ss.ThreadingTCPServer):
+        workers = 2
+        daemon_threads = True
+
+    server = Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        def serving(count=2):
+            deadline = time.monotonic() + TIMEOUT
+            while True:
+                figures = server.stats()
+                pids = [row["pid"] for row in figures["per_worker"] if row["state"] == "serving"]
+                if len(pids) == figures["workers"] == count:
+                    return set(pids)
+                assert time.monotonic() < deadline, figures
+                time.sleep(0.02)
+
+        def ask():
+            with socket.create_connection(server.server_address, timeout=TIMEOUT) as sock:
+                return int(_read_line(sock))
+
+        first = serving()
+        assert len(first) == 2 and ask() in first
+        server.reload()
+        deadline = time.monotonic() + TIMEOUT
+        while serving() & first:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        # The commands are carried out asynchronously: serving() waits for their effect.
+        server.add_worker()
+        three = serving(3)
+        server.remove_worker()
+        two = serving(2)
+        (removed,) = three - two
+        deadline = time.monotonic() + TIMEOUT
+        while _alive(removed):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert ask() in two
+        with pytest.raises(RuntimeError):
+            server.serve_forever()
+    finally:
+        server.shutdown()
+        thread.join(TIMEOUT)
+        server.server_close()
+    assert not thread.is_alive()
+    figures = server.stats()
+    assert figures["connections_total"] == 2
+    assert figures["worker_restarts_total"] == 2
+    for pid in first:
+        assert not _alive(pid)
+
+
+@pytest.mark.parametrize("attrs,error", [
+    ({"workers": 0}, ValueError), ({"workers": "2"}, TypeError),
+    ({"balancing": "round-robin"}, ValueError), ({"worker_timeout": 0.5}, ValueError),
+    ({"worker_timeout": -1}, ValueError), ({"max_requests": 0}, ValueError),
+    ({"max_requests_jitter": -1}, ValueError),
+])
+def test_bad_settings_are_refused_before_any_fork(cy_ss, attrs, error):
+    from cysocketserver.prefork import PreforkMixIn
+
+    server_class = type("Server", (PreforkMixIn, cy_ss.TCPServer), attrs)
+    with server_class(("127.0.0.1", 0), cy_ss.StreamRequestHandler) as server:
+        with pytest.raises(error):
+            server.serve_forever(poll_interval=0.5)
+        assert server.stats()["per_worker"] == []
+
+
+def test_max_requests_on_a_datagram_server_is_refused(cy_ss):
+    from cysocketserver.prefork import PreforkMixIn
+
+    server_class = type("Server", (PreforkMixIn, cy_ss.UDPServer), {"max_requests": 10})
+    with server_class(("127.0.0.1", 0), cy_ss.DatagramRequestHandler) as server:
+        with pytest.raises(ValueError, match="datagram"):
+            server.serve_forever()
+
+
+def test_reuseport_needs_an_internet_socket(cy_ss, short_tmp):
+    from cysocketserver.prefork import PreforkMixIn
+
+    server_class = type("Server", (PreforkMixIn, cy_ss.UnixStreamServer),
+                        {"balancing": "reuseport"})
+    with server_class(os.path.join(short_tmp, "s"), cy_ss.StreamRequestHandler) as server:
+        with pytest.raises(ValueError, match="reuseport"):
+            server.serve_forever()
+
+
+def test_prefork_must_come_first_among_the_bases(cy_ss):
+    from cysocketserver.prefork import PreforkMixIn
+
+    with pytest.raises(TypeError, match="PreforkMixIn must come before"):
+        type("Server", (cy_ss.ThreadingTCPServer, PreforkMixIn), {})
