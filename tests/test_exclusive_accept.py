@@ -9,7 +9,6 @@ wake-up.  A child never returns into pytest (os._exit) and is always killed and 
 import os
 import signal
 import socket
-import threading
 import time
 import traceback
 
