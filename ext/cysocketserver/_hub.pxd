@@ -9,6 +9,7 @@ cdef class _Fd:
     cdef object reader          # the greenlet waiting to read, or None
     cdef object writer          # the greenlet waiting to write, or None
     cdef uint32_t mask          # what the kernel (or the poll set) is asked to report
+    cdef bint exclusive         # added with EPOLLEXCLUSIVE: never modified, removed and re-added
 
 
 cdef class _Timer:
@@ -55,6 +56,7 @@ cdef class Hub:
     cdef _Timer _add_timer(self, double when, object glet, object value)
     cdef int _cancel(self, _Timer t) except -1
     cdef bint _interest(self, int fd, _Fd ent) except -1
+    cdef int _ctl(self, int fd, _Fd ent, uint32_t mask) noexcept
     cdef int _forward(self, exc) except -1
     cdef int _switch(self, glet, value) except -1
     cdef int _run_once(self) except -1

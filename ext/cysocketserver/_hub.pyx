@@ -11,6 +11,9 @@ may return early (a stale wake-up), so callers re-check what they waited for.
 Descriptors stay in the epoll set between waits (the next wait is usually the same), so a
 request/response cycle makes no epoll_ctl() call; an event nobody waits for any more drops
 the interest.  ``forget_fd()`` must be called before a watched descriptor is closed.
+A descriptor marked with ``set_exclusive()`` (a listener other processes share) is added with
+EPOLLEXCLUSIVE, which the kernel accepts from EPOLL_CTL_ADD only: its changes are a removal
+and an addition (``_ctl``).
 """
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
@@ -366,8 +369,6 @@ cdef class Hub:
     cdef bint _interest(self, int fd, _Fd ent) except -1:
         """Make sure the waited-for events are reported; False if fd cannot be polled."""
         cdef uint32_t want = 0, mask
-        cdef epoll_event ev
-        cdef int op, rc
         if ent.reader is not None:
             want |= EPOLLIN
         if ent.writer is not None:
@@ -375,22 +376,57 @@ cdef class Hub:
         mask = ent.mask | want
         if mask == ent.mask:
             return True
-        if self.backend == BACKEND_EPOLL:
-            ev.events = mask
-            ev.data.u64 = 0
-            ev.data.fd = fd
-            op = EPOLL_CTL_MOD if ent.mask else EPOLL_CTL_ADD
-            rc = epoll_ctl(self.epfd, op, fd, &ev)
-            if rc < 0 and errno == EEXIST:
-                rc = epoll_ctl(self.epfd, EPOLL_CTL_MOD, fd, &ev)
-            elif rc < 0 and errno == ENOENT:
-                rc = epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev)
-            if rc < 0:
-                if errno == EPERM:
-                    return False
-                return raise_errno(errno)
+        if self.backend == BACKEND_EPOLL and self._ctl(fd, ent, mask) < 0:
+            if errno == EPERM:
+                return False
+            return raise_errno(errno)
         ent.mask = mask
         return True
+
+    cdef int _ctl(self, int fd, _Fd ent, uint32_t mask) noexcept:
+        """Ask epoll to report ``mask`` for fd (0: remove it), ent.mask being what it reports
+        now; what epoll_ctl() returns, errno set on -1."""
+        cdef epoll_event ev
+        cdef int rc
+        ev.events = mask
+        ev.data.u64 = 0
+        ev.data.fd = fd
+        if mask == 0:
+            return epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &ev)
+        if ent.exclusive:
+            # EPOLL_CTL_MOD refuses EPOLLEXCLUSIVE (EINVAL): remove, then add.
+            ev.events = mask | EPOLLEXCLUSIVE
+            if ent.mask:
+                epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &ev)
+            rc = epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev)
+            if rc < 0 and errno == EEXIST:
+                epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &ev)
+                rc = epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev)
+            return rc
+        rc = epoll_ctl(self.epfd, EPOLL_CTL_MOD if ent.mask else EPOLL_CTL_ADD, fd, &ev)
+        if rc < 0 and errno == EEXIST:
+            rc = epoll_ctl(self.epfd, EPOLL_CTL_MOD, fd, &ev)
+        elif rc < 0 and errno == ENOENT:
+            rc = epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev)
+        return rc
+
+    def set_exclusive(self, int fd):
+        """Wait for reading fd with an exclusive wake-up (EPOLLEXCLUSIVE) until forget_fd(fd):
+        of the processes waiting for it, one wakes.  Where the hub polls, the ordinary way."""
+        cdef _Fd ent
+        if fd < 0:
+            raise ValueError(f"Invalid file descriptor: {fd}")
+        ent = self.fds.get(fd)
+        if ent is None:
+            ent = _Fd()
+            self.fds[fd] = ent
+        if ent.exclusive:
+            return
+        ent.exclusive = True
+        if ent.mask and self.backend == BACKEND_EPOLL and self.epfd >= 0:
+            # Added the ordinary way: removed, so that the next wait adds it exclusively.
+            self._ctl(fd, ent, 0)
+            ent.mask = 0
 
     def forget_fd(self, int fd):
         """Drop fd from the interest set: call it before the descriptor is closed."""
@@ -501,7 +537,7 @@ cdef class Hub:
 
     cdef int _fire(self, int fd, bint readable, bint writable) except -1:
         cdef _Fd ent = self.fds.get(fd)
-        cdef uint32_t unwanted = 0
+        cdef uint32_t unwanted = 0, mask
         cdef epoll_event ev
         if ent is None:
             if self.backend == BACKEND_EPOLL:
@@ -522,13 +558,10 @@ cdef class Hub:
         unwanted &= ent.mask
         if unwanted:
             # Nobody waits for that any more: stop hearing about it.
-            ent.mask &= ~unwanted
-            if self.backend == BACKEND_EPOLL:
-                ev.events = ent.mask
-                ev.data.u64 = 0
-                ev.data.fd = fd
-                if epoll_ctl(self.epfd, EPOLL_CTL_MOD if ent.mask else EPOLL_CTL_DEL, fd, &ev) < 0:
-                    ent.mask = 0
+            mask = ent.mask & ~unwanted
+            if self.backend == BACKEND_EPOLL and self._ctl(fd, ent, mask) < 0:
+                mask = 0
+            ent.mask = mask
         return 0
 
     cdef int _epoll(self, int ms) except -1:

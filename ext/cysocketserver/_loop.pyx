@@ -144,9 +144,9 @@ cdef class ServeLoop:
             if self.poller is None and self.waiter is None:
                 self.poller = Poller()
         if self.poller is not None:
-            self.poller.set_listener(plan.fd)
+            self.poller.set_listener(plan.fd, plan.exclusive)
         else:
-            self.waiter.set_listener(plan.fd)
+            self.waiter.set_listener(plan.fd, plan.exclusive)
         if plan.intake == _INTAKE_RECVFROM:
             size = plan.max_packet
             if size > self.packet_buf_size:

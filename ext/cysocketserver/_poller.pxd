@@ -11,8 +11,9 @@ cdef class Poller:
     cdef Wakeup wakeup        # another thread's shutdown() writes here
     cdef int listen_fd        # the watched listener, or -1
     cdef bint watching        # whether the listener is in the interest set
+    cdef bint exclusive       # the listener is added with EPOLLEXCLUSIVE
 
-    cdef int set_listener(self, int fd) except -1
+    cdef int set_listener(self, int fd, bint exclusive) except -1
     cdef int watch(self) except -1
     cdef int unwatch(self) except -1
     cdef int wait(self, double timeout) except -1

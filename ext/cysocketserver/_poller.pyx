@@ -3,6 +3,11 @@
 
 shutdown() from another thread writes to the wake-up descriptor, so the loop returns within
 one wake-up rather than after up to poll_interval as the stdlib's does.
+
+A listener that several processes share may be watched exclusively (EPOLLEXCLUSIVE): of the
+processes waiting for it, the kernel wakes one.  The flag is only accepted when a descriptor
+is added, which is the only way the listener enters the set (watch() adds, unwatch() removes);
+poll() has no such flag, and there the listener is watched the ordinary way.
 """
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 cimport libc.errno
@@ -35,6 +40,7 @@ cdef class Poller:
         self.wakeup.rfd = self.wakeup.wfd = -1
         self.listen_fd = -1
         self.watching = False
+        self.exclusive = False
         cdef epoll_event ev
         if CYS_HAVE_EPOLL:
             self.backend = EPOLL
@@ -54,11 +60,12 @@ cdef class Poller:
     def __dealloc__(self):
         self.close_fds()
 
-    cdef int set_listener(self, int fd) except -1:
-        if fd == self.listen_fd:
+    cdef int set_listener(self, int fd, bint exclusive) except -1:
+        if fd == self.listen_fd and exclusive == self.exclusive:
             return 0
         self.unwatch()
         self.listen_fd = fd
+        self.exclusive = exclusive
         return self.watch()
 
     cdef int watch(self) except -1:
@@ -66,7 +73,7 @@ cdef class Poller:
         if self.watching or self.listen_fd < 0:
             return 0
         if self.backend == EPOLL:
-            ev.events = EPOLLIN
+            ev.events = EPOLLIN | (EPOLLEXCLUSIVE if self.exclusive else 0)
             ev.data.u64 = LISTENER_READY
             if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.listen_fd, &ev) < 0:
                 PyErr_SetFromErrno(OSError)
@@ -141,4 +148,5 @@ cdef class Poller:
         wakeup_close(&self.wakeup)
         self.listen_fd = -1
         self.watching = False
+        self.exclusive = False
         return 0

@@ -1,4 +1,5 @@
-"""The greenlet hub in pure Python: the same seam as the compiled ``_hub``, on ``selectors``.
+"""The greenlet hub in pure Python: the same seam as the compiled ``_hub``, on ``selectors``
+(on Linux, the epoll set of ``_pure_epoll``).
 
 One hub per OS thread.  The hub runs in a greenlet of its own; a greenlet that must wait for a
 descriptor, a timer or another thread registers what it waits for and switches to the hub,
@@ -13,7 +14,10 @@ The seam (identical in both engines):
     The deadline is a number: ``None`` is refused with TypeError by both hubs (a
     negative number means no deadline).  A descriptor that cannot be polled (a regular file)
     is ready at once.  ``forget_fd(fd)`` before the descriptor is closed: whoever waits on it
-    is woken once (even a greenlet waiting to read and to write).  ``sleep(seconds)``.  ``park()``: switch
+    is woken once (even a greenlet waiting to read and to write).  ``set_exclusive(fd)``: wait
+    for reading ``fd`` with an exclusive wake-up (EPOLLEXCLUSIVE, for a listener other processes
+    share: of the processes waiting for it, one wakes) until ``forget_fd(fd)``; without epoll,
+    the ordinary way.  ``sleep(seconds)``.  ``park()``: switch
     to the hub until someone calls ``wake(greenlet)`` (or ``wake_threadsafe`` from another
     thread).  ``spawn(fn, *args)``: a new greenlet, started by the hub.  ``kill(greenlet)``:
     throw GreenletExit into it, from the hub.  ``call_threadsafe(fn, *args)``: run ``fn`` in the
@@ -44,6 +48,7 @@ from ._hubcommon import (
     MAX_WAIT_SECONDS, POLLIN, POLLOUT, HubBlockedWarning, check_io_budget, describe_block,
     io_budget_from_env,
 )
+from ._pure_epoll import new_selector
 
 try:
     from greenlet import GreenletExit, getcurrent, greenlet
@@ -81,12 +86,13 @@ def _seconds(value):
 
 
 class _Fd:
-    __slots__ = ("reader", "writer", "mask")
+    __slots__ = ("reader", "writer", "mask", "exclusive")
 
     def __init__(self):
         self.reader = None
         self.writer = None
         self.mask = 0
+        self.exclusive = False   # registered with EPOLLEXCLUSIVE (see set_exclusive)
 
 
 class Hub:
@@ -97,7 +103,7 @@ class Hub:
                               name="greenlet")
         self.thread_ident = threading.get_ident()
         self.block_warning = None
-        self._selector = selectors.DefaultSelector()
+        self._selector = new_selector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -253,8 +259,25 @@ class Hub:
         if ent.mask:
             self._selector.modify(fd, mask, ent)
         else:
-            self._selector.register(fd, mask, ent)
+            self._selector.register(fd, mask, ent, exclusive=ent.exclusive)
         ent.mask = mask
+
+    def set_exclusive(self, fd):
+        if fd < 0:
+            raise ValueError(f"Invalid file descriptor: {fd}")
+        ent = self._fds.get(fd)
+        if ent is None:
+            ent = self._fds[fd] = _Fd()
+        if ent.exclusive:
+            return
+        ent.exclusive = True
+        if ent.mask:
+            # Registered the ordinary way: removed, so that the next wait adds it exclusively.
+            ent.mask = 0
+            try:
+                self._selector.unregister(fd)
+            except (KeyError, ValueError, OSError):
+                pass
 
     def forget_fd(self, fd):
         ent = self._fds.pop(fd, None)

@@ -11,6 +11,7 @@ import selectors
 import threading
 from time import monotonic
 
+from ._pure_epoll import new_selector
 from .core.nodelay import set_nodelay
 from .core.policy import INTAKE_ACCEPT, INTAKE_RECVFROM
 
@@ -24,27 +25,34 @@ _CLIENT_GAVE_UP = frozenset(code for code in (errno.ECONNABORTED, getattr(errno,
 
 
 class Poller:
-    """Waits for the listener (while it is watched) and for a wake-up from any thread."""
+    """Waits for the listener (while it is watched) and for a wake-up from any thread.
+
+    A listener that several processes share may be watched exclusively (EPOLLEXCLUSIVE, on
+    Linux): of the processes waiting for it, the kernel wakes one.  watch() adds the listener
+    to the set and unwatch() removes it, the only changes the flag allows (``_pure_epoll``)."""
 
     def __init__(self):
-        self._selector = selectors.DefaultSelector()
+        self._selector = new_selector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, WOKEN)
         self.listen_fd = -1
+        self._exclusive = False
         self._watching = False
 
-    def set_listener(self, fd):
-        if fd == self.listen_fd:
+    def set_listener(self, fd, exclusive=False):
+        if fd == self.listen_fd and exclusive == self._exclusive:
             return
         self.unwatch()
         self.listen_fd = fd
+        self._exclusive = exclusive
         self.watch()
 
     def watch(self):
         if not self._watching and self.listen_fd >= 0:
-            self._selector.register(self.listen_fd, selectors.EVENT_READ, LISTENER_READY)
+            self._selector.register(self.listen_fd, selectors.EVENT_READ, LISTENER_READY,
+                                    exclusive=self._exclusive)
             self._watching = True
 
     def unwatch(self):
@@ -166,7 +174,7 @@ class ServeLoop:
             if self._waiter is None:
                 self._waiter = Poller()
             waiter = self._waiter
-        waiter.set_listener(plan.fd)
+        waiter.set_listener(plan.fd, plan.exclusive)
         return waiter
 
     def _wait_time(self, waiter, timeout, gated):

@@ -437,22 +437,31 @@ class HubWaiter:
     def __init__(self):
         self.hub = None
         self.fd = -1
+        self.exclusive = False  # the listener is in the hub's epoll set with EPOLLEXCLUSIVE
         self.watching = False
         self.waiting = None     # the greenlet inside wait()
         self.woken = False
 
-    def set_listener(self, fd):
+    def set_listener(self, fd, exclusive=False):
         hub = get_hub()
-        if hub is not self.hub or fd != self.fd:
+        if hub is not self.hub or fd != self.fd or exclusive != self.exclusive:
             self.forget()
             self.hub = hub
             self.fd = fd
-        self.watching = True
+            self.exclusive = exclusive
+            self.watching = False
+        self.watch()
 
     def watch(self):
+        if not self.watching and self.exclusive:
+            self.hub.set_exclusive(self.fd)
         self.watching = True
 
     def unwatch(self):
+        if self.watching and self.exclusive:
+            # Out of the hub's epoll set while not waited for: the hub may still wait for its
+            # handlers' descriptors, and would take the one wake-up meant for an idle process.
+            self.forget()
         self.watching = False
 
     def wait(self, timeout):

@@ -56,6 +56,10 @@ class BaseServer:
     proxy_protocol = None
     proxy_protocol_trusted = ("127.0.0.0/8", "::1/128")
     proxy_protocol_timeout = 3.0
+    # True where other processes serve the same listening socket (a prefork worker sets it):
+    # the listener is then waited on with an exclusive wake-up where the platform has one
+    # (core/policy.py), so a connection wakes one idle process rather than all of them.
+    _shared_listener = False
 
     def __init__(self, server_address, RequestHandlerClass):
         """Remember the address and handler class; check the guards (TypeError/ValueError)."""

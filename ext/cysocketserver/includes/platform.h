@@ -25,6 +25,10 @@
 #  define CYS_HAVE_EPOLL 1
 #  define CYS_HAVE_EVENTFD 1
 #  define CYS_HAVE_ACCEPT4 1
+/* Headers older than Linux 4.5 lack the name; the kernels that know the flag take it. */
+#  ifndef EPOLLEXCLUSIVE
+#    define EPOLLEXCLUSIVE (1u << 28)
+#  endif
 #else
 #  define CYS_HAVE_EPOLL 0
 #  define CYS_HAVE_EVENTFD 0
@@ -35,6 +39,7 @@ struct epoll_event { uint32_t events; epoll_data_t data; };
 #  define EPOLLOUT 0x004
 #  define EPOLLERR 0x008
 #  define EPOLLHUP 0x010
+#  define EPOLLEXCLUSIVE (1u << 28)
 #  define EPOLL_CTL_ADD 1
 #  define EPOLL_CTL_DEL 2
 #  define EPOLL_CTL_MOD 3

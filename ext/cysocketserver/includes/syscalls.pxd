@@ -43,6 +43,7 @@ cdef extern from "includes/platform.h" nogil:
     const uint32_t EPOLLOUT
     const uint32_t EPOLLERR
     const uint32_t EPOLLHUP
+    const uint32_t EPOLLEXCLUSIVE   # accepted by EPOLL_CTL_ADD only
     const int EPOLL_CTL_ADD
     const int EPOLL_CTL_DEL
     const int EPOLL_CTL_MOD

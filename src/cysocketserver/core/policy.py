@@ -4,13 +4,16 @@
 - the plan for one serve_forever()/handle_request() call, as plain data the engine reads;
 - the per-request order and its exception semantics (``make_admit`` and ``serve_request``);
 - the handle_request() timeout, the accept back-off and the batch size;
+- whether the listener is waited on with an exclusive wake-up (``EXCLUSIVE_WAKEUP``);
 - where the guards (``core.guards``) act on a request: the per-client limit at admission, the
   max_connections gate in ``can_take``, the counting of handler and accept errors.
 """
 import contextlib
 import errno
 import os
+import select
 import socket
+import sys
 from typing import Any, Callable, Optional
 
 from . import guards as _guards
@@ -18,7 +21,7 @@ from .nodelay import wants_nodelay
 from .proxyproto import deferred_intake, make_intake
 
 __all__ = [
-    "BATCH", "PAUSE_FIRST", "PAUSE_MAX", "RESOURCE_ERRNOS",
+    "BATCH", "PAUSE_FIRST", "PAUSE_MAX", "RESOURCE_ERRNOS", "EXCLUSIVE_WAKEUP",
     "INTAKE_HOOKS", "INTAKE_ACCEPT", "INTAKE_RECVFROM",
     "default_hook", "noop_hook", "is_default", "is_noop",
     "Backoff", "Plan", "make_plan", "make_admit", "serve_request", "release",
@@ -36,6 +39,10 @@ RESOURCE_ERRNOS = frozenset(
     code for code in (getattr(errno, name, None) for name in ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"))
     if code is not None
 )
+# Whether this platform can wait for a listener that several processes share so that one idle
+# waiter wakes per connection rather than all of them: Linux's EPOLLEXCLUSIVE (kernel 4.5).
+# Elsewhere a shared listener is waited on the ordinary way.
+EXCLUSIVE_WAKEUP = sys.platform.startswith("linux") and hasattr(select, "EPOLLEXCLUSIVE")
 
 # How requests come off the listener.
 INTAKE_HOOKS = 0      # the server's own _handle_request_noblock()/get_request(), one per wake-up
@@ -278,6 +285,8 @@ class Plan:
     intake_error: Callable[[int], float]     # accept()/recvfrom() failed: pause seconds
     guards: Any                   # core.guards.Guards
     proxy: Any                    # core.proxyproto.ProxyIntake, None without the PROXY protocol
+    exclusive: bool               # wait for the listener with an exclusive wake-up: of the
+                                  # processes sharing it, one idle one wakes
 
 
 def _after_wait(server):
@@ -302,8 +311,10 @@ def make_plan(server, model):
     """The plan for ``server`` as its hooks are now, run by the concurrency ``model``: it gives
     the batch (1 where the stdlib's one request per wake-up matters, as for ForkingMixIn's
     max_children), the class of accepted sockets, whether the listener is waited on through a
-    hub (then it is always non-blocking), and whether it can refuse work (``can_take``: the
-    model's answer, and room under max_connections)."""
+    hub (then it is always non-blocking), whether it can refuse work (``can_take``: the
+    model's answer, and room under max_connections), and whether the listener is waited on
+    with an exclusive wake-up (a server whose ``_shared_listener`` says other processes serve
+    the same socket, where the platform can)."""
     plan = Plan()
     plan.guards = guards = _guards.settings(server)
     batch = model.batch
@@ -340,6 +351,7 @@ def make_plan(server, model):
     plan.nodelay = plan.intake == INTAKE_ACCEPT and wants_nodelay(server)
     plan.track_connections = sock is not None and getattr(sock, "type", None) == socket.SOCK_STREAM
     plan.nonblocking = cooperative or plan.intake != INTAKE_HOOKS
+    plan.exclusive = EXCLUSIVE_WAKEUP and bool(getattr(server, "_shared_listener", False))
     plan.proxy = make_intake(server, model)
     plan.admit = make_admit(server, plan)
     plan.intake_error = lambda err: intake_error(server, plan, err)
