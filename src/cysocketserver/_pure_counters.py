@@ -10,7 +10,7 @@ import threading
 try:
     import ctypes
 except ImportError:  # an interpreter without ctypes: buffers are not checked for alignment
-    ctypes = None
+    ctypes = None  # type: ignore[assignment]
 
 __all__ = ["Meter", "Counters"]
 

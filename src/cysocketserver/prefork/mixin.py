@@ -4,6 +4,7 @@ import numbers
 import os
 import socket
 from time import monotonic
+from typing import Optional
 
 from ..core.stats import COUNTERS
 from .listeners import BALANCING
@@ -21,8 +22,15 @@ def default_workers():
 
 
 class Settings:
+    """A server's prefork settings, checked."""
+
     __slots__ = ("workers", "balancing", "worker_timeout", "max_requests",
                  "max_requests_jitter")
+    workers: int
+    balancing: str
+    worker_timeout: Optional[float]
+    max_requests: Optional[int]
+    max_requests_jitter: int
 
 
 def _whole(server, name, minimum, allow_none):

@@ -23,10 +23,12 @@ How a worker stops:
 import os
 import select
 import signal
+import socket
 import sys
 import threading
 import traceback
 from time import monotonic
+from typing import Any, List, Optional, Tuple
 
 from .. import _engine
 from ..core.registry import ConnectionRegistry
@@ -50,6 +52,16 @@ class Job:
 
     __slots__ = ("index", "slot", "listener", "others", "parent_pid", "life_fd",
                  "notify_fd", "parent_fds", "max_requests", "poll_interval")
+    index: int
+    slot: Any                     # scoreboard.Slot
+    listener: socket.socket       # the one it serves
+    others: List[socket.socket]   # the parent's other listeners: closed in the worker
+    parent_pid: int
+    life_fd: int                  # reads end-of-file when the parent is gone
+    notify_fd: int                # wakes the parent
+    parent_fds: Tuple[int, ...]   # the parent's ends of those pipes: closed in the worker
+    max_requests: Optional[int]   # with its jitter
+    poll_interval: Optional[float]
 
     def __init__(self, **values):
         for name in self.__slots__:
