@@ -7,11 +7,6 @@ by either engine reads the same.
 """
 import threading
 
-try:
-    import ctypes
-except ImportError:  # an interpreter without ctypes: buffers are not checked for alignment
-    ctypes = None  # type: ignore[assignment]
-
 __all__ = ["Meter", "Counters"]
 
 _FIELDS = ("connections_total", "connections_closed_total", "connections_rejected_total",
@@ -21,6 +16,15 @@ _FIELDS = ("connections_total", "connections_closed_total", "connections_rejecte
 _CELL = 8
 # The compiled cells are C unsigned long longs: they wrap around, and so do these.
 _WRAP = (1 << 64) - 1
+
+try:
+    import ctypes
+
+    def _misaligned(view):
+        return ctypes.addressof(ctypes.c_char.from_buffer(view)) % _CELL != 0
+except ImportError:  # an interpreter without ctypes: buffers are not checked for alignment
+    def _misaligned(view):
+        return False
 
 (_CONNECTIONS, _CONNECTIONS_CLOSED, _CONNECTIONS_REJECTED, _HANDLER_ERRORS, _ACCEPT_ERRORS,
  _IDLE_CLOSED, _DRAIN_FINISHED, _DRAIN_CUT, _BYTES_RECEIVED_CLOSED,
@@ -52,13 +56,9 @@ def _cells_of(buffer, size):
         raise ValueError("Counters needs a buffer of at least %d bytes, not %d"
                          % (size, view.nbytes))
     view = view.cast("B")[:size]
-    if ctypes is not None and ctypes.addressof(ctypes.c_char.from_buffer(view)) % _CELL:
+    if _misaligned(view):
         raise ValueError("Counters needs a buffer that starts on an 8-byte boundary")
     return view.cast("Q")
-
-
-def _cell(index):
-    return property(lambda self: self._cells[index])
 
 
 class Counters:
@@ -80,17 +80,46 @@ class Counters:
         self._lock = threading.Lock()
         self._cells = _cells_of(bytearray(self.SIZE) if buffer is None else buffer, self.SIZE)
 
-    connections_total = _cell(_CONNECTIONS)
-    connections_closed_total = _cell(_CONNECTIONS_CLOSED)
-    connections_rejected_total = _cell(_CONNECTIONS_REJECTED)
-    handler_errors_total = _cell(_HANDLER_ERRORS)
-    accept_errors_total = _cell(_ACCEPT_ERRORS)
-    idle_closed_total = _cell(_IDLE_CLOSED)
-    drain_finished_total = _cell(_DRAIN_FINISHED)
-    drain_cut_total = _cell(_DRAIN_CUT)
+    @property
+    def connections_total(self):
+        return self._cells[_CONNECTIONS]
+
+    @property
+    def connections_closed_total(self):
+        return self._cells[_CONNECTIONS_CLOSED]
+
+    @property
+    def connections_rejected_total(self):
+        return self._cells[_CONNECTIONS_REJECTED]
+
+    @property
+    def handler_errors_total(self):
+        return self._cells[_HANDLER_ERRORS]
+
+    @property
+    def accept_errors_total(self):
+        return self._cells[_ACCEPT_ERRORS]
+
+    @property
+    def idle_closed_total(self):
+        return self._cells[_IDLE_CLOSED]
+
+    @property
+    def drain_finished_total(self):
+        return self._cells[_DRAIN_FINISHED]
+
+    @property
+    def drain_cut_total(self):
+        return self._cells[_DRAIN_CUT]
+
     # Bytes of connections that have ended; the live ones are still in their meters.
-    bytes_received_closed = _cell(_BYTES_RECEIVED_CLOSED)
-    bytes_sent_closed = _cell(_BYTES_SENT_CLOSED)
+    @property
+    def bytes_received_closed(self):
+        return self._cells[_BYTES_RECEIVED_CLOSED]
+
+    @property
+    def bytes_sent_closed(self):
+        return self._cells[_BYTES_SENT_CLOSED]
 
     def _add(self, index, amount):
         cells = self._cells
