@@ -145,7 +145,7 @@ def copy_sources(dest):
 
 def source_digest():
     digest = hashlib.sha256()
-    for pattern in ("setup.py", "pyproject.toml", "src/cysocketserver/*.py", "ext/**/*.pyx",
+    for pattern in ("setup.py", "pyproject.toml", "src/cysocketserver/**/*.py", "ext/**/*.pyx",
                     "ext/**/*.pxd", "ext/**/*.h"):
         for path in sorted(glob.glob(os.path.join(SOURCE_ROOT, pattern), recursive=True)):
             digest.update(os.path.relpath(path, SOURCE_ROOT).encode())
