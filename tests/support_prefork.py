@@ -107,7 +107,11 @@ def main():
     parser.add_argument("--drain-timeout", type=float, default=5.0)
     parser.add_argument("--poll-interval", type=float, default=0.2)
     parser.add_argument("--crash-starts", metavar="FILE:N")
+    parser.add_argument("--fail-upgrade", action="store_true",
+                        help="a copy started by an upgrade (SIGUSR2) exits at once")
     args = parser.parse_args()
+    if args.fail_upgrade and "CYSOCKETSERVER_UPGRADE_FD" in os.environ:
+        sys.exit("started by an upgrade: failing on purpose")
     server = build(args)
     stats = cysocketserver.ThreadingTCPServer(("127.0.0.1", 0), StatsHandler)
     stats.daemon_threads = True

@@ -571,3 +571,91 @@ def test_prefork_must_come_first_among_the_bases(cy_ss):
 
     with pytest.raises(TypeError, match="PreforkMixIn must come before"):
         type("Server", (cy_ss.ThreadingTCPServer, PreforkMixIn), {})
+
+
+# -- hitless upgrade ----------------------------------------------------------------------------
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class EchoLoad(Load):
+    """Load for the echo command: a line comes back."""
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT) as sock:
+                    sock.sendall(b"ping\n")
+                    if _read_line(sock) != b"ping\n":
+                        raise OSError("no echo")
+                with self._lock:
+                    self.ok += 1
+            except OSError as exc:
+                with self._lock:
+                    self.failures.append(repr(exc))
+
+
+@pytest.mark.parametrize("balancing", ["shared", "reuseport"])
+def test_sigusr2_hands_over_to_a_new_program_without_failing_a_request(engine_env, balancing,
+                                                                       tmp_path):
+    port = _free_port()
+    # Files, not pipes: the new program inherits them and outlives the old one.
+    out_path, err_path = tmp_path / "out", tmp_path / "err"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        old = subprocess.Popen(
+            [sys.executable, "-m", "cysocketserver", "echo", "--port", str(port),
+             "--workers", "2", "--balancing", balancing], stdout=out, stderr=err,
+            env=subprocess_env(**engine_env), text=True)
+    new_pid = None
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while "on 127.0.0.1:%d" % port not in out_path.read_text():
+            assert time.monotonic() < deadline and old.poll() is None, err_path.read_text()
+            time.sleep(0.02)
+        load = EchoLoad(port, clients=2)
+        try:
+            time.sleep(0.5)
+            old.send_signal(signal.SIGUSR2)
+            assert old.wait(TIMEOUT) == 0
+            time.sleep(0.5)
+        finally:
+            ok, failures = load.stop()
+        log = err_path.read_text()
+        assert "upgraded: pid" in log, log
+        new_pid = int(log.split("upgraded: pid ", 1)[1].split()[0])
+        assert failures == [] and ok > 20, (failures, ok)
+        # The new program serves on, in a process of its own.
+        assert _alive(new_pid)
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            sock.sendall(b"after\n")
+            assert _read_line(sock) == b"after\n"
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait()
+        if new_pid is None and "upgrading: started the new program (pid " in err_path.read_text():
+            new_pid = int(err_path.read_text().split("new program (pid ", 1)[1].split(")")[0])
+        if new_pid is not None:
+            os.kill(new_pid, signal.SIGTERM)
+            deadline = time.monotonic() + TIMEOUT
+            while _alive(new_pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not _alive(new_pid)
+
+
+def test_an_upgrade_whose_new_program_fails_changes_nothing(start):
+    app = start("--workers", "1", "--model", "threading", "--fail-upgrade")
+    pid = app.serving_pids(app.ready(1))[0]
+    app.signal(signal.SIGUSR2)
+    time.sleep(1.0)
+    assert int(app.ask("pid")) == pid
+    figures = app.stats()
+    assert app.serving_pids(figures) == [pid] and figures["worker_restarts_total"] == 0
+    app.signal(signal.SIGTERM)
+    assert app.proc.wait(TIMEOUT) == 0
+    log = app.proc.stderr.read()
+    assert "started by an upgrade: failing on purpose" in log
+    assert "upgrade failed" in log, log

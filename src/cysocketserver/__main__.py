@@ -314,7 +314,9 @@ def _metrics_server(args, servers):
 
     host, port = args.metrics
     family, address = _resolve(host, port, socket.SOCK_STREAM)
-    cls = type("Metrics", (MetricsServer,), {"address_family": family})
+    # With workers, an upgrade's new program binds the same port while this one still serves.
+    cls = type("Metrics", (MetricsServer,), {"address_family": family,
+                                              "allow_reuse_port": args.workers is not None})
     named = {}
     for server, transport in servers:
         named["echo-%s" % transport if len(servers) > 1 else "echo"] = server

@@ -131,6 +131,12 @@ class Listeners:
             sock.close()
         return refused
 
+    def release_all(self):
+        """Hand over: close the parent's copies only (another program serves these
+        listeners now; their queues are its)."""
+        for sock in self._by_index.values():
+            sock.close()
+
     def close(self):
         for index, sock in list(self._by_index.items()):
             if index != 0:

@@ -101,8 +101,9 @@ class PreforkMixIn:
     gracefully (serve_forever() returns once the workers have drained), SIGINT and SIGQUIT
     stop at once (SIGINT then raises KeyboardInterrupt, as the stdlib's servers do), SIGHUP
     replaces every worker without refusing a connection, SIGTTIN and SIGTTOU add and remove a
-    worker.  The same from code, in any thread: shutdown(), reload(), add_worker(),
-    remove_worker().  A prefork server serves once: after a stop its listener is closed.
+    worker, SIGUSR2 starts the program anew (the code on disk now) on the same listener and
+    hands over to it.  The same from code, in any thread: shutdown(), reload(), add_worker(),
+    remove_worker(), upgrade().  A prefork server serves once: after a stop its listener is closed.
 
     In a worker, ``worker_index`` is its number (0 to workers-1; None in the parent),
     ``worker_started()`` is called before it serves, and shutdown() or SystemExit end that
@@ -188,6 +189,11 @@ class PreforkMixIn:
     def remove_worker(self):
         """One worker fewer (as SIGTTOU); never fewer than one."""
         self._command("fewer")
+
+    def upgrade(self):
+        """Start the program anew on the same listener and hand over to it once its workers
+        serve (as SIGUSR2; see ``cysocketserver.prefork.upgrade``)."""
+        self._command("upgrade")
 
     def stats(self):
         """In the parent, the workers' figures summed (their counters live in shared memory,

@@ -32,6 +32,7 @@ from .. import _engine
 from .listeners import Listeners
 from .scoreboard import (ORDER_NONE, ORDER_SWEEP, READY, RETIRING, STARTING, STATE_NAMES,
                          Scoreboard)
+from . import upgrade as _upgrade
 from . import worker as _worker
 
 __all__ = ["Supervisor", "RESPAWN_FIRST", "RESPAWN_MAX", "FAST_STOP_GRACE", "STOP_GRACE",
@@ -51,8 +52,11 @@ STOP_GRACE = 2.0
 # How long the parent waits for stopping workers when the server has no drain_timeout.
 DEFAULT_DRAIN = 30.0
 _TICK = 0.1
+# The least time a new program started by an upgrade gets to have all its workers serving.
+UPGRADE_TIMEOUT = 30.0
 _SIGNAL_COMMANDS = {"SIGHUP": "reload", "SIGTTIN": "more", "SIGTTOU": "fewer",
-                    "SIGTERM": "stop", "SIGINT": "interrupt", "SIGQUIT": "fast"}
+                    "SIGTERM": "stop", "SIGINT": "interrupt", "SIGQUIT": "fast",
+                    "SIGUSR2": "upgrade"}
 
 
 class Process:
@@ -115,6 +119,9 @@ class Supervisor:
         # Only the parent writes to this pipe: when the parent is gone, the workers read EOF.
         self._life_r, self._life_w = os.pipe()
         self.parent_pid = os.getpid()
+        self.upgrade = None              # an upgrade.Upgrade in progress
+        # Started by another parent's upgrade: tell it once every worker serves.
+        self._announce_fd = _upgrade.take_notify_fd()
 
     # -- commands (any thread, or a signal handler) ----------------------------------------------
 
@@ -157,6 +164,8 @@ class Supervisor:
                 self._sleep()
                 self._reap()
                 self._carry_out_commands()
+                if self.upgrade is not None:
+                    self._check_upgrade()
                 if self.stopping is not None:
                     if not self.procs:
                         break
@@ -176,11 +185,14 @@ class Supervisor:
             raise KeyboardInterrupt
 
     def _sleep(self):
+        watched = [self._wake_r]
+        if self.upgrade is not None:
+            watched.append(self.upgrade.ready_fd)
         try:
-            ready, _, _ = select.select([self._wake_r], [], [], _TICK)
+            ready, _, _ = select.select(watched, [], [], _TICK)
         except InterruptedError:
             return
-        if ready:
+        if self._wake_r in ready:
             try:
                 while os.read(self._wake_r, 4096):
                     pass
@@ -227,7 +239,9 @@ class Supervisor:
             index=index, slot=slot, listener=listener,
             others=self.listeners.others(index), parent_pid=self.parent_pid,
             life_fd=self._life_r, notify_fd=self._wake_w,
-            parent_fds=(self._wake_r, self._life_w), max_requests=limit,
+            parent_fds=tuple(fd for fd in (self._wake_r, self._life_w, self._announce_fd)
+                             if fd is not None),
+            max_requests=limit,
             poll_interval=self.poll_interval)
         with warnings.catch_warnings():
             # Python 3.12+ warns of fork() in a process with threads (a metrics endpoint, the
@@ -296,6 +310,7 @@ class Supervisor:
                 proc.was_ready = True
                 if self.incoming.get(proc.index) is proc:
                     self._promote(proc)
+                self._maybe_announce()
             elif state == RETIRING and not proc.retiring:
                 # Retiring on its own (max_requests): its successor starts now.
                 proc.retiring = True
@@ -376,14 +391,54 @@ class Supervisor:
         log.info("workers: %d", self.target)
 
     def _do_stop(self):
+        self._stop(sweep=self.listeners.stop_all())
+
+    def _stop(self, sweep):
+        """Retire every worker; ``sweep``: they empty the listeners' queues first."""
         drain = getattr(self.server, "drain_timeout", None)
         self.stopping = "stop"
         self.deadline = (monotonic() + _worker.SWEEP_LIMIT
                          + (DEFAULT_DRAIN if drain is None else drain) + STOP_GRACE)
-        refused = self.listeners.stop_all()
         log.info("stopping: %d worker(s) finish their connections", len(self.procs))
         for proc in list(self.procs.values()):
-            self._retire(proc, sweep=refused)
+            self._retire(proc, sweep=sweep)
+
+    def _do_upgrade(self):
+        if self.upgrade is not None:
+            log.warning("an upgrade is in progress already")
+            return
+        shared = self.settings.balancing == "shared"
+        timeout = max(self.settings.worker_timeout or 0.0, UPGRADE_TIMEOUT)
+        self.upgrade = _upgrade.Upgrade(self.server.socket if shared else None, timeout)
+        log.info("upgrading: started the new program (pid %d)", self.upgrade.pid)
+
+    def _check_upgrade(self):
+        outcome = self.upgrade.poll()
+        if outcome is None:
+            return
+        upgrade, self.upgrade = self.upgrade, None
+        if outcome == "failed":
+            log.error("upgrade failed: the new program (pid %d) did not get ready; "
+                      "serving on", upgrade.pid)
+            upgrade.abandon(signal.SIGKILL)
+            return
+        upgrade.close()
+        log.info("upgraded: pid %d serves; retiring this parent's workers", upgrade.pid)
+        if self.settings.balancing == "shared":
+            # The listener is the new program's too: its queue is served on, never refused.
+            self.listeners.release_all()
+            self._stop(sweep=False)
+        else:
+            # Our SO_REUSEPORT listeners close: new handshakes go to the new program's.
+            self._stop(sweep=self.listeners.stop_all())
+
+    def _maybe_announce(self):
+        if self._announce_fd is None or self.stopping is not None:
+            return
+        if all(index in self.serving and self.serving[index].slot.state == READY
+               for index in range(self.target)):
+            _upgrade.announce_ready(self._announce_fd)
+            self._announce_fd = None
 
     def _do_fast(self):
         if self.stopping != "fast":

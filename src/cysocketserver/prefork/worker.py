@@ -41,9 +41,9 @@ ORPHAN_GRACE = 1.0
 # The longest a stopping worker keeps taking connections already queued on a listener about to
 # close (new handshakes are refused by then, so the queue only shrinks).
 SWEEP_LIMIT = 2.0
-# Signals the parent handles that must not stop a worker (a terminal's hangup or a stray
-# SIGTTIN reaches the whole process group).
-_IGNORED = tuple(getattr(signal, name) for name in ("SIGHUP", "SIGTTIN", "SIGTTOU")
+# Signals the parent handles that must not stop a worker (a terminal's hangup or a signal
+# sent to the whole process group reaches the workers too).
+_IGNORED = tuple(getattr(signal, name) for name in ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR2")
                  if hasattr(signal, name))
 
 
