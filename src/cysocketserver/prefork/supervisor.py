@@ -11,7 +11,7 @@ passes, then:
   starting one that has not served within it;
 - starts the successor of a worker that retires on its own (max_requests);
 - carries out the commands: ``reload`` (SIGHUP), ``more``/``fewer`` (SIGTTIN/SIGTTOU),
-  ``stop`` (SIGTERM) and ``fast`` (SIGINT, SIGQUIT).
+  ``stop`` (SIGTERM), ``fast`` (SIGINT, SIGQUIT) and ``upgrade`` (SIGUSR2, ``upgrade.py``).
 
 A reload starts every successor first and retires a worker only once its successor serves, so
 connections are accepted throughout.  The signals are taken only when serve_forever() runs in
