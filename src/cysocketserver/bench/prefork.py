@@ -39,6 +39,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from typing import Optional
 
 from .harness import machine_info
 from .report import _render, fmt_us
@@ -61,7 +62,7 @@ def log(message):
 class Config:
     """One way of serving: the plain server (workers None) or prefork."""
     model: str
-    workers: int = None
+    workers: Optional[int] = None
     balancing: str = "shared"
 
     @property
