@@ -398,3 +398,35 @@ def test_bench_http_and_reference_rows(tmp_path):
     row = next(line for line in proc.stdout.splitlines() if line.startswith("greenlet-line-16x64 "))
     assert row.rstrip().endswith(f"{rates['cysocketserver'] / rates['reference']:.2f}x")
     assert "HTTP/1.1 keep-alive mode" in proc.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc, sends SIGSTOP")
+def test_prefork_bench_slow_worker_part(tmp_path):
+    """The prefork benchmark's slow-worker part runs every case, prints its table, and its
+    per-worker counts (from the metrics) add up to the connections the client made."""
+    import cysocketserver
+
+    out = tmp_path / "prefork.json"
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(cysocketserver.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "cysocketserver.bench.prefork", "--quick", "--part", "slow",
+         "--duration", "0.4", "--warmup", "0", "--json", str(out)],
+        capture_output=True, text=True, timeout=120, env=env, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "3. One worker stopped" in proc.stdout
+    assert "p99.9" in proc.stdout and "share per worker %" in proc.stdout
+    cases = json.loads(out.read_text())["parts"]["slow"]
+    assert {(c["workers"], c["balancing"], c["stop"]) for c in cases} == {
+        (n, b, s) for n in (2, 4) for b in ("shared", "reuseport")
+        for s in ("none", "pause", "long")}
+    for case in cases:
+        (result,) = case["rounds"]
+        assert result["requests"] > 0, case
+        assert len(result["worker_connections"]) == case["workers"]
+        if not result["error_total"] and not result["unfinished_at_stop"]:
+            # Every connection the client opened was accepted by exactly one worker.
+            assert sum(result["worker_connections"].values()) == result["connects"], case
+        if case["stop"] == "none":
+            assert not result["error_total"], case
