@@ -206,7 +206,10 @@ class PreforkMixIn:
         if self.worker_index is not None:
             return super().stats()
         supervisor = self.__dict__.get("_supervisor_")
-        rows = [] if supervisor is None else supervisor.figures()
+        if supervisor is None:
+            rows, target, crashes, timeouts = [], self.workers or default_workers(), 0, 0
+        else:
+            rows, target, crashes, timeouts = supervisor.snapshot()
         totals = {}
         for row in rows:
             for name, value in row.pop("totals").items():
@@ -222,12 +225,11 @@ class PreforkMixIn:
             figures[name] = totals.get(attribute, 0)
         figures["bytes_received_total"] = totals.get("bytes_received_closed", 0)
         figures["bytes_sent_total"] = totals.get("bytes_sent_closed", 0)
-        figures["workers"] = (supervisor.target if supervisor is not None
-                              else self.workers or default_workers())
+        figures["workers"] = target
         figures["workers_serving"] = sum(1 for row in rows if row["state"] == "serving")
         figures["worker_restarts_total"] = sum(row["restarts"] for row in rows)
-        figures["worker_crashes_total"] = 0 if supervisor is None else supervisor.crashes_total
-        figures["worker_timeouts_total"] = 0 if supervisor is None else supervisor.timeouts_total
+        figures["worker_crashes_total"] = crashes
+        figures["worker_timeouts_total"] = timeouts
         figures["per_worker"] = rows
         return figures
 

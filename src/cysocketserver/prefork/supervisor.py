@@ -112,6 +112,7 @@ class Supervisor:
         self.deadline = None
         self.interrupted = False
         self.done = threading.Event()
+        self.lock = threading.Lock()
         self.running = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -162,27 +163,36 @@ class Supervisor:
                 self._record(index)
             while True:
                 self._sleep()
-                self._reap()
-                self._carry_out_commands()
-                if self.upgrade is not None:
-                    self._check_upgrade()
-                if self.stopping is not None:
-                    if not self.procs:
+                # stats() (any thread) reads a state that one whole step has changed.
+                with self.lock:
+                    if not self._step():
                         break
-                    if monotonic() >= self.deadline:
-                        self._kill_all(signal.SIGKILL)
-                    continue
-                self._check_health()
-                self._start_missing()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            self._kill_all(signal.SIGKILL)
-            self._reap(block=True)
+            with self.lock:
+                self._kill_all(signal.SIGKILL)
+                self._reap(block=True)
             self.running = False
             self.done.set()
         if self.interrupted:
             raise KeyboardInterrupt
+
+    def _step(self):
+        """One look at everything; False once a stop has finished."""
+        self._reap()
+        self._carry_out_commands()
+        if self.upgrade is not None:
+            self._check_upgrade()
+        if self.stopping is not None:
+            if not self.procs:
+                return False
+            if monotonic() >= self.deadline:
+                self._kill_all(signal.SIGKILL)
+            return True
+        self._check_health()
+        self._start_missing()
+        return True
 
     def _sleep(self):
         watched = [self._wake_r]
@@ -453,6 +463,11 @@ class Supervisor:
         self._do_fast()
 
     # -- figures -------------------------------------------------------------------------------------
+
+    def snapshot(self):
+        """(per-index figures, workers kept, crashes, timeouts), as of one moment."""
+        with self.lock:
+            return self.figures(), self.target, self.crashes_total, self.timeouts_total
 
     def figures(self):
         """Per index: its totals (retired + live workers), restarts, and its serving worker."""
