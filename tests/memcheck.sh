@@ -41,7 +41,7 @@ valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite --num-call
     --suppressions=tests/memcheck.supp \
     --log-file="$logs/memcheck.%p.log" \
     "$PYTHON" -m pytest -q -p no:cacheprovider \
-        tests/test_streams.py tests/test_guards.py tests/test_greenlet.py \
+        tests/test_streams.py tests/test_guards.py tests/test_greenlet.py tests/test_counters.py \
         -k "compiled and not stdlib and not listen_fds and not docstring" "$@"
 tests_status=$?
 set -e
