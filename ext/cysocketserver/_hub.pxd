@@ -55,6 +55,7 @@ cdef class Hub:
     cdef void _close_fds(self) noexcept
     cdef _Timer _add_timer(self, double when, object glet, object value)
     cdef int _cancel(self, _Timer t) except -1
+    cdef _Fd _entry(self, int fd)
     cdef bint _interest(self, int fd, _Fd ent) except -1
     cdef int _ctl(self, int fd, _Fd ent, uint32_t mask) noexcept
     cdef int _forward(self, exc) except -1

@@ -338,10 +338,7 @@ cdef class Hub:
             raise RuntimeError("the hub itself cannot wait for a descriptor")
         if fd < 0:
             raise ValueError(f"Invalid file descriptor: {fd}")
-        ent = self.fds.get(fd)
-        if ent is None:
-            ent = _Fd()
-            self.fds[fd] = ent
+        ent = self._entry(fd)
         if events & POLLIN:
             if ent.reader is not None and ent.reader is not cur:
                 raise RuntimeError(f"another greenlet is already waiting to read from fd {fd}")
@@ -365,6 +362,14 @@ cdef class Hub:
             if t is not None:
                 self._cancel(t)
         return 1 if value is TIMED_OUT else 0
+
+    cdef _Fd _entry(self, int fd):
+        """fd's entry, made on first use."""
+        cdef _Fd ent = self.fds.get(fd)
+        if ent is None:
+            ent = _Fd()
+            self.fds[fd] = ent
+        return ent
 
     cdef bint _interest(self, int fd, _Fd ent) except -1:
         """Make sure the waited-for events are reported; False if fd cannot be polled."""
@@ -416,10 +421,7 @@ cdef class Hub:
         cdef _Fd ent
         if fd < 0:
             raise ValueError(f"Invalid file descriptor: {fd}")
-        ent = self.fds.get(fd)
-        if ent is None:
-            ent = _Fd()
-            self.fds[fd] = ent
+        ent = self._entry(fd)
         if ent.exclusive:
             return
         ent.exclusive = True

@@ -41,6 +41,26 @@ def log(message):
 
 # -- server processes ---------------------------------------------------------------------------
 
+def package_environment():
+    """The environment for a server process: it must import this very package (and nothing
+    from its own folder)."""
+    env = dict(os.environ)
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(
+        [package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env.pop("PYTHONSTARTUP", None)
+    return env
+
+
+def read_back(stream):
+    """What a server wrote to its stderr file so far."""
+    try:
+        stream.seek(0)
+        return stream.read().decode(errors="replace")
+    except (OSError, ValueError):
+        return ""
+
+
 class ServerProcess:
     """One echo server in its own process; stop() always gets rid of it."""
 
@@ -48,12 +68,7 @@ class ServerProcess:
         self.impl = impl
         self.workload = workload
         self.stderr = tempfile.TemporaryFile()
-        env = dict(os.environ)
-        # The runner must import this very package (and nothing from its own folder).
-        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join(
-            [package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-        env.pop("PYTHONSTARTUP", None)
+        env = package_environment()
         cmd = [sys.executable, RUNNER, "--impl", impl, "--server", workload.server,
                "--handler", workload.handler, "--host", host,
                "--max-seconds", f"{max_seconds:.0f}"]
@@ -110,11 +125,7 @@ class ServerProcess:
             return None
 
     def error_text(self):
-        try:
-            self.stderr.seek(0)
-            return self.stderr.read().decode(errors="replace")
-        except (OSError, ValueError):
-            return ""
+        return read_back(self.stderr)
 
     def stop(self):
         proc = self.proc

@@ -41,7 +41,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Optional
 
-from .harness import machine_info
+from .harness import machine_info, package_environment, read_back
 from .report import _render, fmt_us
 
 __all__ = ["main"]
@@ -120,10 +120,7 @@ class EchoServer:
         if config.workers is not None:
             cmd += ["--workers", str(config.workers), "--balancing", config.balancing,
                     "--metrics", "127.0.0.1:0"]
-        env = dict(os.environ)
-        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join(
-            [package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        env = package_environment()
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=self.stderr, env=env, start_new_session=True,
@@ -215,11 +212,7 @@ class EchoServer:
         return {int(i): int(float(v)) for i, v in _WORKER_COUNT.findall(text)}
 
     def error_text(self):
-        try:
-            self.stderr.seek(0)
-            return self.stderr.read().decode(errors="replace")
-        except (OSError, ValueError):
-            return ""
+        return read_back(self.stderr)
 
     def stop(self):
         proc = self.proc
