@@ -154,6 +154,7 @@ def test_help_states_the_defaults():
     (["--workers", "0"], "must be at least 1"),
     (["--max-requests", "5"], "only with --workers"),
     (["--workers", "2", "--udp", "--max-requests", "5"], "counts connections"),
+    (["--workers", "2", "--worker-timeout", "0.5"], "must exceed twice"),
 ])
 def test_mistakes_are_one_line_and_exit_2(args, message):
     proc = run_cli("echo", *args)
@@ -349,3 +350,13 @@ def test_workers_serve_reload_on_sighup_and_report_per_worker_metrics():
         status, err = stop(proc)
     assert status == 0, err
     assert "stopped: 5 connection(s) served by 2 worker(s), 2 restart(s)" in err
+
+
+def test_workers_on_a_unix_socket_refuse_reuseport_in_one_line_and_leave_no_file(short_tmp):
+    path = os.path.join(short_tmp, "echo.sock")
+    proc = run_cli("echo", "--unix", path, "--workers", "2", "--balancing", "reuseport")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "balancing='reuseport' needs a TCP or UDP socket" in lines[0]
+    assert proc.stdout == ""
+    assert not os.path.exists(path)

@@ -22,6 +22,8 @@ PROG = "python -m cysocketserver"
 EXIT_USAGE = 2
 DEFAULT_DRAIN_TIMEOUT = 10.0
 DEFAULT_WORKER_TIMEOUT = 30.0
+# serve_forever()'s, with --workers: how often each worker's heartbeat comes.
+POLL_INTERVAL = 0.5
 
 log = logging.getLogger("cysocketserver")
 
@@ -212,6 +214,18 @@ def _check_guards(args):
             raise UsageError("%s: only for stream servers, not with --udp" % ", ".join(used))
 
 
+def _check_prefork(servers):
+    """With --workers: the prefork settings as serve_forever() will check them, now."""
+    for server, _transport in servers:
+        if getattr(server, "worker_index", False) is None:
+            from cysocketserver.prefork import mixin
+
+            try:
+                mixin.settings(server, POLL_INTERVAL)
+            except (TypeError, ValueError) as exc:
+                raise UsageError(str(exc).replace("Echo", "", 1)) from None
+
+
 def _resolve(host, port, kind):
     try:
         infos = socket.getaddrinfo(host, port, 0, kind, 0, socket.AI_PASSIVE)
@@ -280,6 +294,7 @@ def build_servers(args):
                     raise UsageError("cannot serve the inherited socket %d" % sock.fileno())
                 cls = _server_class(transport, args, sock.family)
                 servers.append((cls.from_socket(sock, _handler(transport)), transport))
+            _check_prefork(servers)
             return servers
         if args.unix:
             if not hasattr(socket, "AF_UNIX"):
@@ -302,11 +317,23 @@ def build_servers(args):
             raise UsageError("cannot serve on %s: %s" % (where, exc)) from None
         except OSError as exc:
             raise _bind_error(where, exc) from None
+        _check_prefork(servers)
         return servers
     except BaseException:
         for server, _transport in servers:
             server.server_close()
+        _remove_socket_files(servers, args)
         raise
+
+
+def _remove_socket_files(servers, args):
+    """The socket file of a Unix server we bound (not one passed to us) goes with it."""
+    for server, transport in servers:
+        if transport.startswith("unix") and args.unix and server.server_address == args.unix:
+            try:
+                os.unlink(args.unix)
+            except OSError:
+                pass
 
 
 def _metrics_server(args, servers):
@@ -334,8 +361,10 @@ def run_echo(args):
         metrics = [_metrics_server(args, servers)] if args.metrics else []
     except UsageError as exc:
         sys.stderr.write("%s echo: error: %s\n" % (PROG, exc))
-        for server, _transport in locals().get("servers", ()):
+        built = locals().get("servers", ())
+        for server, _transport in built:
             server.server_close()
+        _remove_socket_files(built, args)
         return EXIT_USAGE
 
     def ready():
@@ -354,13 +383,7 @@ def run_echo(args):
         return service.run([server for server, _transport in servers], extra=metrics,
                            ready=ready)
     finally:
-        for server, transport in servers:
-            # The socket file of a Unix server we bound (not one passed to us) goes with it.
-            if transport.startswith("unix") and args.unix and server.server_address == args.unix:
-                try:
-                    os.unlink(args.unix)
-                except OSError:
-                    pass
+        _remove_socket_files(servers, args)
 
 
 def _run_prefork(server, metrics, ready):
@@ -370,7 +393,7 @@ def _run_prefork(server, metrics, ready):
         threading.Thread(target=endpoint.serve_forever, daemon=True, name="metrics").start()
     ready()
     try:
-        server.serve_forever()
+        server.serve_forever(POLL_INTERVAL)
         status = 0
     except KeyboardInterrupt:
         status = service.EXIT_INTERRUPTED

@@ -19,7 +19,7 @@ import socket
 import struct
 import sys
 
-__all__ = ["BALANCING", "Listeners", "refuse_new_connections"]
+__all__ = ["BALANCING", "Listeners", "check", "refuse_new_connections"]
 
 BALANCING = ("shared", "reuseport")
 
@@ -55,23 +55,27 @@ def _reuseport_capable(server):
             and sock.family in (socket.AF_INET, socket.AF_INET6))
 
 
+def check(server, balancing):
+    """ValueError where the server's socket cannot be balanced that way."""
+    if balancing != "reuseport":
+        return
+    if not _reuseport_capable(server):
+        raise ValueError("%s: balancing='reuseport' needs a TCP or UDP socket on a system "
+                         "with SO_REUSEPORT; use balancing='shared'" % type(server).__name__)
+    if not server.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+        raise ValueError("%s: balancing='reuseport': the listening socket was bound without "
+                         "SO_REUSEPORT (a socket passed in by a service manager must have it "
+                         "set); use balancing='shared'" % type(server).__name__)
+
+
 class Listeners:
     """The parent's listeners, by worker index."""
 
     def __init__(self, server, balancing):
+        check(server, balancing)
         self.server = server
         self.balancing = balancing
         self._by_index = {0: server.socket}
-        if balancing == "reuseport":
-            if not _reuseport_capable(server):
-                raise ValueError("%s: balancing='reuseport' needs a TCP or UDP socket on a system "
-                                 "with SO_REUSEPORT; use balancing='shared'"
-                                 % type(server).__name__)
-            if not server.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
-                raise ValueError("%s: balancing='reuseport': the listening socket was bound "
-                                 "without SO_REUSEPORT (a socket passed in by a service manager "
-                                 "must have it set); use balancing='shared'"
-                                 % type(server).__name__)
 
     def for_index(self, index):
         """The listener worker ``index`` serves (made now for a new reuseport index)."""

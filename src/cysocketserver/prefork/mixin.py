@@ -7,10 +7,11 @@ from time import monotonic
 from typing import Optional
 
 from ..core.stats import COUNTERS
+from . import listeners
 from .listeners import BALANCING
 from .supervisor import Supervisor
 
-__all__ = ["PreforkMixIn", "default_workers"]
+__all__ = ["PreforkMixIn", "default_workers", "settings"]
 
 
 def default_workers():
@@ -74,6 +75,8 @@ def settings(server, poll_interval):
     if result.max_requests is not None and server.socket_type != socket.SOCK_STREAM:
         raise ValueError("%s.max_requests counts connections; a datagram server has none"
                          % name)
+    if getattr(server, "socket", None) is not None:
+        listeners.check(server, result.balancing)
     return result
 
 
