@@ -49,6 +49,10 @@ __all__ = ["main"]
 DRAIN = 1.0           # seconds at most for the requests under way when a round ends
 SETTLE = 0.1          # seconds between two rounds
 START_TIMEOUT = 20.0
+# After a round the per-worker counts may still move (queued connections being accepted):
+# wait this long at most for them to stop, looking this often.
+COUNTS_SETTLE_TIMEOUT = 2.0
+COUNTS_SETTLE_STEP = 0.05
 PAUSE = 0.3           # how long the "pause" round keeps a worker stopped
 LONG = 0.75           # the share of the measured part the "long" round keeps a worker stopped
 SIZE = 64
@@ -211,6 +215,19 @@ class EchoServer:
             text = response.read().decode()
         return {int(i): int(float(v)) for i, v in _WORKER_COUNT.findall(text)}
 
+    def settled_worker_counts(self):
+        """worker_counts() once they stop changing: connections the client opened just before
+        it stopped may still be in a listener's queue, accepted (and counted) a moment later."""
+        counts = self.worker_counts()
+        deadline = time.monotonic() + COUNTS_SETTLE_TIMEOUT
+        while time.monotonic() < deadline:
+            time.sleep(COUNTS_SETTLE_STEP)
+            again = self.worker_counts()
+            if again == counts:
+                break
+            counts = again
+        return counts
+
     def error_text(self):
         return read_back(self.stderr)
 
@@ -299,7 +316,7 @@ def run_round(server, load, opts, stop=None):
     wall = time.monotonic() - wall0
     cpu1 = server.cpu_seconds()
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
-    after = server.worker_counts()
+    after = server.settled_worker_counts()
     result["client_cores"] = ((usage1.ru_utime + usage1.ru_stime)
                               - (usage0.ru_utime + usage0.ru_stime)) / wall
     if cpu0 is not None and cpu1 is not None:
