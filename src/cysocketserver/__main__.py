@@ -66,24 +66,20 @@ def _port(text):
     return port
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number, not %r" % text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1, not %d" % value)
-    return value
+def _whole(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("expected a whole number, not %r" % text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError("must be at least %d, not %d" % (minimum, value))
+        return value
+    return parse
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number, not %r" % text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more, not %d" % value)
-    return value
+_positive_int = _whole(1)
+_non_negative_int = _whole(0)
 
 
 def _seconds(zero_ok):

@@ -31,7 +31,6 @@ import re
 import resource
 import select
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .harness import machine_info, package_environment, read_back
+from .harness import summarize as harness_summarize
 from .report import _render, fmt_us
 
 __all__ = ["main"]
@@ -63,6 +63,7 @@ def log(message):
 
 
 @dataclass(frozen=True)
+
 class Config:
     """One way of serving: the plain server (workers None) or prefork."""
     model: str
@@ -329,37 +330,20 @@ def run_round(server, load, opts, stop=None):
 
 
 def summarize(rounds):
-    def med(values):
-        values = [v for v in values if v is not None]
-        return statistics.median(values) if values else None
-
+    """The main bench's medians, plus the largest latency, the requests a drain cut short and
+    the connections each worker took."""
+    summary = harness_summarize(rounds)
     lat = [r["latency_us"] for r in rounds if r["latency_us"].get("samples")]
-    errors = {}
-    for r in rounds:
-        for name, count in r["errors"].items():
-            if count:
-                errors[name] = errors.get(name, 0) + count
     per_worker = {}
     for r in rounds:
         for index, count in r["worker_connections"].items():
             per_worker[index] = per_worker.get(index, 0) + count
-    return {
-        "rounds": len(rounds),
-        "rate": med(r["rate"] for r in rounds),
-        "rate_min": min(r["rate"] for r in rounds),
-        "rate_max": max(r["rate"] for r in rounds),
-        "p50_us": med(x.get("p50") for x in lat),
-        "p99_us": med(x.get("p99") for x in lat),
-        "p99.9_us": med(x.get("p99.9") for x in lat),
+    summary.update({
         "max_us": max((x.get("max") for x in lat if x.get("max") is not None), default=None),
-        "server_cores": med(r.get("server_cores") for r in rounds),
-        "server_cpu_us": med(r["server_cores"] / r["rate"] * 1e6 for r in rounds
-                             if r.get("server_cores") is not None and r["rate"]),
-        "client_cores": med(r["client_cores"] for r in rounds),
-        "errors": errors,
         "unfinished_at_stop": sum(r.get("unfinished_at_stop", 0) for r in rounds),
         "worker_connections": per_worker,
-    }
+    })
+    return summary
 
 
 def interleave(cases, opts, tag):

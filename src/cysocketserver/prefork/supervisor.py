@@ -481,9 +481,10 @@ class Supervisor:
             for proc in live:
                 if proc.index != index:
                     continue
-                for name, value in proc.slot.totals().items():
+                live_totals = proc.slot.totals()
+                for name, value in live_totals.items():
                     totals[name] += value
-                active += _active(proc.slot.totals())
+                active += _active(live_totals)
             current = self.serving.get(index)
             rows.append({
                 "index": index,

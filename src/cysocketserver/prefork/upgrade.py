@@ -16,6 +16,7 @@ time allowed, the old parent stops it and goes on serving: a broken upgrade chan
 """
 import fcntl
 import os
+import select
 import sys
 from time import monotonic
 
@@ -67,8 +68,6 @@ class Upgrade:
 
 
 def _readable(fd):
-    import select
-
     ready, _, _ = select.select([fd], [], [], 0)
     return bool(ready)
 

@@ -16,9 +16,9 @@ How a worker stops:
   them after that long) and exits 0.
 - max_requests: the same, on its own initiative; the parent starts its successor at once.
 - SIGINT or SIGQUIT: it exits at once.
-- the parent is gone (the pipe only the parent writes to reads end-of-file, or getppid()
-  changed): it stops accepting at once and exits within ``ORPHAN_GRACE`` seconds, so that no
-  orphan keeps the port.
+- the parent is gone (the pipe only the parent writes to reads end-of-file, or getppid(),
+  looked at every half second, changed): it stops accepting at once and exits within
+  ``ORPHAN_GRACE`` seconds, so that no orphan keeps the port.
 """
 import os
 import select
@@ -38,6 +38,8 @@ __all__ = ["run", "Job", "ORPHAN_GRACE", "SWEEP_LIMIT"]
 
 # Seconds an orphaned worker has to finish before it exits regardless.
 ORPHAN_GRACE = 1.0
+# How often the heartbeat also asks getppid() whether the parent is still there.
+PARENT_LOOK = 0.5
 # The longest a stopping worker keeps taking connections already queued on a listener about to
 # close (new handshakes are refused by then, so the queue only shrinks).
 SWEEP_LIMIT = 2.0
@@ -79,6 +81,7 @@ class Worker:
         self.stop_asked = False      # SIGTERM
         self.orphaned = False
         self.stopping = False
+        self.next_parent_look = 0.0
         self.sweep_until = 0.0
         self.fd = job.listener.fileno()
 
@@ -167,8 +170,13 @@ class Worker:
         if self.stopping:
             self._try_to_stop(now)
             return
-        if self.orphaned or os.getppid() != self.job.parent_pid:
-            self.orphaned = True
+        if now >= self.next_parent_look:
+            # A second way to learn the parent is gone (the pipe's write end could have been
+            # inherited by another process of the parent's): a system call, so not every tick.
+            self.next_parent_look = now + PARENT_LOOK
+            if os.getppid() != self.job.parent_pid:
+                self.orphaned = True
+        if self.orphaned:
             self._begin_stop(now, sweep=False)
         elif self.stop_asked:
             self._begin_stop(now, sweep=slot.order == ORDER_SWEEP)
