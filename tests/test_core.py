@@ -206,14 +206,14 @@ def test_two_concurrency_mixins_are_refused(cy_ss, mixins):
 
 
 def test_overriding_service_actions_keeps_the_batch(cy_ss):
-    from cysocketserver.core import policy
+    from cysocketserver.core import plan as serve_plan
 
     class S(cy_ss.TCPServer):
         def service_actions(self):
             pass
 
     with S((HOST, 0), cy_ss.BaseRequestHandler) as server:
-        assert policy.make_plan(server, server._model).batch == policy.BATCH
+        assert serve_plan.make_plan(server, server._model).batch == serve_plan.BATCH
 
 
 # --------------------------------------------------------------------------- draining

@@ -14,10 +14,11 @@ import traceback
 
 import pytest
 
-from cysocketserver.core import policy
+from cysocketserver.core import plan as serve_plan
+from cysocketserver.core.state import state_of
 from support_net import HAVE_FORK, HOST, TIMEOUT, connect, serving, wait_for
 
-pytestmark = pytest.mark.skipif(not (HAVE_FORK and policy.EXCLUSIVE_WAKEUP),
+pytestmark = pytest.mark.skipif(not (HAVE_FORK and serve_plan.EXCLUSIVE_WAKEUP),
                                 reason="needs fork() and EPOLLEXCLUSIVE (Linux)")
 
 WORKERS = 3
@@ -190,7 +191,7 @@ def test_the_plan_asks_for_an_exclusive_wait_only_for_a_shared_listener(cy_ss):
         cls = type("S", (cy_ss.TCPServer,), {"_shared_listener": shared, "timeout": 0.01})
         with cls((HOST, 0), cy_ss.BaseRequestHandler) as server:
             server.handle_request()  # times out
-            assert server.__dict__["_plan_"].exclusive is shared
+            assert state_of(server).plan.exclusive is shared
 
 
 @pytest.mark.parametrize("name", SERVERS)
@@ -200,7 +201,7 @@ def test_shutdown_wakes_a_loop_waiting_exclusively(cy_ss, name):
         with connect(server.server_address) as client:
             client.sendall(b"hello\n")
             assert client.recv(100) == b"hello\n"
-        assert server.__dict__["_plan_"].exclusive is True
+        assert state_of(server).plan.exclusive is True
         time.sleep(0.05)
         started = time.monotonic()
     # serving() has shut it down: a loop waiting 30 s between polls ended at once.
@@ -230,7 +231,7 @@ def test_max_connections_pauses_and_resumes_an_exclusive_wait(cy_ss, name):
                     waiting.close()
                 held = connect(server.server_address)
                 time.sleep(0.1)
-            assert server.__dict__["_plan_"].exclusive is True
+            assert state_of(server).plan.exclusive is True
         finally:
             held.close()
 

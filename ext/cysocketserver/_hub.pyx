@@ -37,23 +37,33 @@ from cysocketserver.includes.wakeup cimport (
 import functools
 import sys
 import threading
-import traceback
-import warnings
 
 from cysocketserver._hubcommon import (
     HubBlockedWarning, check_io_budget, describe_block, io_budget_from_env,
 )
 
 # Greenlets are switched, thrown into and made through greenlet's C API (the capsule its
-# greenlet.h describes), not through Python-level calls.
-try:
-    from greenlet import GreenletExit, __version__ as _greenlet_version
-    # The 12-entry table of includes/greenlet_api.h (greenlet 3 is the declared dependency).
-    if int(_greenlet_version.split(".")[0]) < 3:
-        raise ImportError("greenlet %s is too old" % _greenlet_version, name="greenlet")
-    greenlet_import()
-except ImportError:  # reported when a hub is made (greenlets.py says how to get it)
-    GreenletExit = None
+# greenlet.h describes), not through Python-level calls.  The greenlet package is loaded when
+# the first hub is made, not when this module is imported: the serve loop and the streams
+# import this module, and only the greenlet servers need greenlet.
+GreenletExit = None
+
+
+cdef int _load_greenlet() except -1:
+    global GreenletExit
+    if GreenletExit is not None:
+        return 0
+    try:
+        from greenlet import GreenletExit as exit_class, __version__ as greenlet_version
+        # The 12-entry table of includes/greenlet_api.h (greenlet 3 is the declared dependency).
+        if int(greenlet_version.split(".")[0]) < 3:
+            raise ImportError("greenlet %s is too old" % greenlet_version, name="greenlet")
+        greenlet_import()
+    except ImportError as exc:
+        raise ImportError("the greenlet package is needed: pip install 'greenlet>=3' (%s)" % exc,
+                          name="greenlet") from None
+    GreenletExit = exit_class
+    return 0
 
 __all__ = ["Hub", "HubBlockedWarning"]
 
@@ -166,9 +176,7 @@ cdef class Hub:
         cdef epoll_event ev
         self.epfd = -1
         self.wakeup.rfd = self.wakeup.wfd = -1
-        if GreenletExit is None:
-            raise ImportError("the greenlet package is needed: pip install 'greenlet>=3'",
-                              name="greenlet")
+        _load_greenlet()
         self.thread_ident = _get_ident()
         self.block_warning = None
         self.fds = {}
@@ -483,12 +491,16 @@ cdef class Hub:
             self._forward(exc)
         except BaseException:
             print("Exception in a greenlet on the hub:", file=sys.stderr)
+            import traceback
+
             traceback.print_exc()
         if self.abandoned:
             raise SystemExit(0)  # back in the child of fork(): see abandon()
         if limit is not None:
             held = _now() - start
             if held > limit:
+                import warnings
+
                 warnings.warn(describe_block(glet, held), HubBlockedWarning, stacklevel=1)
         return 0
 

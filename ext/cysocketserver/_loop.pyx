@@ -5,7 +5,7 @@ It waits on the listener and a wake-up (its own poller, with the GIL released, o
 greenlet servers' hub), accepts or receives requests in batches in C without giving up the
 GIL, and hands each to ``plan.admit``.  Which hooks to call, how many requests per wake-up,
 the back-off after running out of descriptors: all of it comes from the plan
-(``core.policy``); the pure-Python twin is ``_pure_loop``.
+(``core.plan``); the pure-Python twin is ``_pure_loop``.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -21,7 +21,7 @@ from cysocketserver.includes.netclient cimport IPPROTO_TCP, TCP_NODELAY, setsock
 
 import threading
 
-from cysocketserver.core.policy import INTAKE_ACCEPT, INTAKE_RECVFROM
+from cysocketserver._loopcommon import INTAKE_ACCEPT, INTAKE_RECVFROM
 
 __all__ = ["ServeLoop"]
 

@@ -3,18 +3,22 @@
 Use it as ``import cysocketserver as socketserver``, or call ``cysocketserver.install()``
 before importing modules that build on socketserver (http.server, xmlrpc.server,
 wsgiref.simple_server, logging.config) so that their servers run on this package.
+
+This module is the package's front: it names the public classes and functions and imports
+nothing that a program does not use -- the greenlet servers (and the greenlet package), the
+metrics and the PROXY protocol's types load when first asked for.
 """
 import os
+import socket
 import sys
-import warnings
 
 from ._engine import IMPLEMENTATION
 from ._version import __version__
 from .activation import listen_fds
 from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
-from .mixins import ThreadingMixIn, ThreadPoolMixIn
+from .mixins import (ThreadingMixIn, ThreadingTCPServer, ThreadingUDPServer, ThreadPoolMixIn,
+                     ThreadPoolTCPServer, ThreadPoolUDPServer)
 from .servers import BaseServer, TCPServer, UDPServer
-from .metrics import prometheus_text
 
 __all__ = [
     "BaseServer", "TCPServer", "UDPServer",
@@ -25,90 +29,57 @@ __all__ = [
     "listen_fds", "prometheus_text",
 ]
 
-
-class ThreadingUDPServer(ThreadingMixIn, UDPServer):
-    """UDPServer that handles each datagram in a new thread."""
-
-
-class ThreadingTCPServer(ThreadingMixIn, TCPServer):
-    """TCPServer that handles each connection in a new thread."""
-
-
-class ThreadPoolUDPServer(ThreadPoolMixIn, UDPServer):
-    """UDPServer whose requests run on a bounded pool of reusable threads."""
-
-
-class ThreadPoolTCPServer(ThreadPoolMixIn, TCPServer):
-    """TCPServer whose connections run on a bounded pool of reusable threads."""
-
-
 if hasattr(os, "fork"):
-    from .mixins import ForkingMixIn
-
-    class ForkingUDPServer(ForkingMixIn, UDPServer):
-        """UDPServer that handles each datagram in a child process."""
-
-    class ForkingTCPServer(ForkingMixIn, TCPServer):
-        """TCPServer that handles each connection in a child process."""
+    from .mixins import ForkingMixIn, ForkingTCPServer, ForkingUDPServer
 
     __all__ += ["ForkingUDPServer", "ForkingTCPServer", "ForkingMixIn"]
 
-if hasattr(__import__("socket"), "AF_UNIX"):
+if hasattr(socket, "AF_UNIX"):
+    from .mixins import (ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
+                         ThreadPoolUnixDatagramServer, ThreadPoolUnixStreamServer)
     from .servers import UnixDatagramServer, UnixStreamServer
-
-    class ThreadingUnixStreamServer(ThreadingMixIn, UnixStreamServer):
-        """UnixStreamServer that handles each connection in a new thread."""
-
-    class ThreadingUnixDatagramServer(ThreadingMixIn, UnixDatagramServer):
-        """UnixDatagramServer that handles each datagram in a new thread."""
-
-    class ThreadPoolUnixStreamServer(ThreadPoolMixIn, UnixStreamServer):
-        """UnixStreamServer whose connections run on a bounded pool of reusable threads."""
-
-    class ThreadPoolUnixDatagramServer(ThreadPoolMixIn, UnixDatagramServer):
-        """UnixDatagramServer whose requests run on a bounded pool of reusable threads."""
 
     __all__ += ["UnixStreamServer", "UnixDatagramServer",
                 "ThreadingUnixStreamServer", "ThreadingUnixDatagramServer",
                 "ThreadPoolUnixStreamServer", "ThreadPoolUnixDatagramServer"]
 
     if hasattr(os, "fork"):
-
-        class ForkingUnixStreamServer(ForkingMixIn, UnixStreamServer):
-            """UnixStreamServer that handles each connection in a child process."""
-
-        class ForkingUnixDatagramServer(ForkingMixIn, UnixDatagramServer):
-            """UnixDatagramServer that handles each datagram in a child process."""
+        from .mixins import ForkingUnixDatagramServer, ForkingUnixStreamServer
 
         __all__ += ["ForkingUnixStreamServer", "ForkingUnixDatagramServer"]
 
 
-# Greenlet servers: a greenlet per request on one OS thread. greenlet is a dependency; where it
-# is missing, the rest of the package works and these names say how to get it.
+# Names loaded on first use: name -> the module that defines it.
+_LAZY = {"prometheus_text": ".metrics"}
+# The greenlet servers: a greenlet per request on one OS thread.  greenlet is a dependency;
+# where it is missing, the rest of the package works and these names say how to get it.
 _GREENLET_NAMES = ["GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "connect", "sleep",
                    "to_thread"]
-if hasattr(__import__("socket"), "AF_UNIX"):
+if hasattr(socket, "AF_UNIX"):
     _GREENLET_NAMES += ["GreenletUnixStreamServer", "GreenletUnixDatagramServer"]
-try:
-    from . import greenlets as _greenlets
-except ImportError as _exc:
-    if _exc.name != "greenlet":
-        raise
-    _GREENLET_ERROR = str(_exc)
+_LAZY.update(dict.fromkeys(_GREENLET_NAMES, ".greenlets"))
+__all__ += _GREENLET_NAMES
 
-    def __getattr__(name):
-        if name in _GREENLET_NAMES:
-            raise ImportError(
-                f"cysocketserver.{name} needs the greenlet package, which could not be imported "
-                f"({_GREENLET_ERROR}); install it with: pip install 'greenlet>=3'",
-                name="greenlet")
+
+def __getattr__(name):
+    module_name = _LAZY.get(name)
+    if module_name is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-else:
-    from .greenlets import GreenletMixIn, GreenletTCPServer, GreenletUDPServer, connect, sleep, to_thread
+    try:
+        module = __import__(__name__ + module_name, fromlist=[name])
+    except ImportError as exc:
+        if exc.name != "greenlet":
+            raise
+        raise ImportError(
+            f"cysocketserver.{name} needs the greenlet package, which could not be imported "
+            f"({exc}); install it with: pip install 'greenlet>=3'", name="greenlet") from None
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
 
-    if hasattr(__import__("socket"), "AF_UNIX"):
-        from .greenlets import GreenletUnixDatagramServer, GreenletUnixStreamServer
-    __all__ += _GREENLET_NAMES
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def install():
@@ -125,6 +96,8 @@ def install():
     if previous is not None:
         early = [name for name in _DEPENDENTS if name in sys.modules]
         if early:
+            import warnings
+
             warnings.warn(
                 "cysocketserver.install() came after %s was imported; servers from %s keep "
                 "the stdlib's socketserver classes" % (", ".join(early), "them" if len(early) > 1 else "it"),

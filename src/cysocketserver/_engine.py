@@ -7,35 +7,51 @@ classes look the engine up when they build a loop, a stream, a hub or a server's
 
 Set ``CYSOCKETSERVER_NO_EXTENSIONS=1`` to make the pure-Python engine the default.
 """
-import contextlib
 import os
-import types
 
 __all__ = ["IMPLEMENTATION", "available", "current", "load", "use"]
 
 
+class Engine:
+    """One engine's parts.  ``Hub`` is imported on first use: it needs the greenlet package,
+    which only the greenlet servers use."""
+
+    def __init__(self, name, hub_module, **parts):
+        self.name = name
+        self._hub_module = hub_module
+        self.__dict__.update(parts)
+
+    def __getattr__(self, attribute):
+        if attribute != "Hub":
+            raise AttributeError(attribute)
+        module = __import__(__package__ + self._hub_module, fromlist=["Hub"])
+        self.Hub = module.Hub
+        return self.Hub
+
+    def __repr__(self):
+        return "<cysocketserver engine %r>" % self.name
+
+
 def _compiled():
     from ._counters import Counters, Meter
-    from ._hub import Hub
     from ._loop import ServeLoop
     from ._streams import SocketReader, SocketWriter
     from . import _proxyproto
 
-    return types.SimpleNamespace(name="compiled", ServeLoop=ServeLoop, SocketReader=SocketReader,
-                                 SocketWriter=SocketWriter, Hub=Hub, Counters=Counters, Meter=Meter,
-                                 proxyproto=_proxyproto)
+    return Engine("compiled", "._hub", ServeLoop=ServeLoop, SocketReader=SocketReader,
+                  SocketWriter=SocketWriter, Counters=Counters, Meter=Meter,
+                  proxyproto=_proxyproto)
 
 
 def _pure():
     from ._pure_counters import Counters, Meter
-    from ._pure_hub import Hub
     from ._pure_loop import ServeLoop
     from ._pure_streams import SocketReader, SocketWriter
     from . import _pure_proxyproto
 
-    return types.SimpleNamespace(name="python", ServeLoop=ServeLoop, SocketReader=SocketReader,
-                                 SocketWriter=SocketWriter, Hub=Hub, Counters=Counters, Meter=Meter,
-                                 proxyproto=_pure_proxyproto)
+    return Engine("python", "._pure_hub", ServeLoop=ServeLoop, SocketReader=SocketReader,
+                  SocketWriter=SocketWriter, Counters=Counters, Meter=Meter,
+                  proxyproto=_pure_proxyproto)
 
 
 _LOADERS = {"compiled": _compiled, "python": _pure}
@@ -73,12 +89,18 @@ def current():
     return _current
 
 
-@contextlib.contextmanager
-def use(name):
-    """Build on engine ``name`` ("compiled" or "python") inside the block (for tests)."""
-    global _current
-    previous, _current = _current, load(name)
-    try:
-        yield _current
-    finally:
-        _current = previous
+class use:
+    """``with use(name):`` build on engine ``name`` ("compiled" or "python") inside the block
+    (for tests)."""
+
+    def __init__(self, name):
+        self.engine = load(name)
+
+    def __enter__(self):
+        global _current
+        self.previous, _current = _current, self.engine
+        return self.engine
+
+    def __exit__(self, *exc_info):
+        global _current
+        _current = self.previous

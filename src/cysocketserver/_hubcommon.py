@@ -3,7 +3,6 @@
 Both import from here; neither imports from the other.
 """
 import os
-import traceback
 
 __all__ = [
     "DEFAULT_IO_BUDGET", "HubBlockedWarning", "IO_BUDGET_ENV", "MAX_WAIT_SECONDS", "POLLIN",
@@ -76,6 +75,8 @@ def describe_block(glet, held):
     where = "and finished"
     frame = getattr(glet, "gr_frame", None)
     if frame is not None:
+        import traceback  # only when a block is reported
+
         stack = traceback.extract_stack(frame)
         # The innermost frame outside this package: the user's code that ran so long.
         pkg = os.path.dirname(os.path.abspath(__file__))

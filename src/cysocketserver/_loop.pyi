@@ -1,7 +1,7 @@
 # The compiled serve loop (ext/cysocketserver/_loop.pyx); _pure_loop.py has the same interface.
 from typing import Any, final
 
-from .core.policy import Plan
+from .core.plan import Plan
 from .core.seam import Waiter
 
 __all__ = ["ServeLoop"]

@@ -2,7 +2,7 @@
 
 Mechanism only: it waits on the listener and a wake-up, takes batches of requests off the
 listener and hands each to ``plan.admit``; what to call and how often is in the plan
-(``core.policy``).  The listener is left alone while the concurrency model can take nothing
+(``core.plan``).  The listener is left alone while the concurrency model can take nothing
 (``pause_accepting``) and for the back-off pause after accept() ran out of descriptors.
 """
 import errno
@@ -12,8 +12,7 @@ import threading
 from time import monotonic
 
 from ._pure_epoll import new_selector
-from .core.nodelay import set_nodelay
-from .core.policy import INTAKE_ACCEPT, INTAKE_RECVFROM
+from ._loopcommon import INTAKE_ACCEPT, INTAKE_RECVFROM, set_nodelay
 
 __all__ = ["ServeLoop", "Poller"]
 

@@ -8,11 +8,9 @@ meter (the greenlet servers' cooperative socket) is left to count them.
 import io
 import socket
 
+from ._sendallwriter import SendallWriter as SocketWriter, counted_here as _counted_here
+
 __all__ = ["SocketReader", "SocketWriter"]
-
-
-def _counted_here(sock, meter):
-    return meter is not None and getattr(sock, "_meter", None) is not meter
 
 
 class _MeteredSocketIO(socket.SocketIO):
@@ -42,33 +40,3 @@ def SocketReader(sock, buffer_size=-1, meter=None):
     if buffer_size == 0:
         return raw
     return io.BufferedReader(raw, buffer_size)
-
-
-class SocketWriter(io.BufferedIOBase):
-    """The handler's unbuffered ``wfile``: the stdlib's ``socketserver._SocketWriter``.
-
-    On the compiled engine too it is the writer of every request the compiled streams do
-    not stand in for (see handlers.py): only sendall() is asked of the request.
-
-    ``write()`` hands the whole buffer to ``sendall`` (so nothing is ever
-    written partially) and returns its length in bytes.  Closing this object
-    leaves the socket open; ``fileno()`` is the socket's.
-    """
-
-    def __init__(self, sock, meter=None):
-        self._sock = sock
-        self._meter = meter if _counted_here(sock, meter) else None
-
-    def write(self, b):
-        # sendall first, so a non-buffer argument fails with its message.
-        self._sock.sendall(b)
-        with memoryview(b) as view:
-            if self._meter is not None:
-                self._meter.sent += view.nbytes
-            return view.nbytes
-
-    def writable(self):
-        return True
-
-    def fileno(self):
-        return self._sock.fileno()

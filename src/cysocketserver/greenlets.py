@@ -24,9 +24,12 @@ from greenlet import GreenletExit, getcurrent
 
 from . import _engine
 from ._hubcommon import HubBlockedWarning, env_int
-from .core import policy
-from .core.seam import LISTENER_READY, WOKEN
-from .models import Inline
+from ._loopcommon import LISTENER_READY, WOKEN
+from .core.admission import release, serve_request
+from .core.hooks import in_request_context
+from .core.plan import listening
+from .core.state import state_of
+from .models.base import Model
 from .handlers import _register_stream_socket
 from .servers import TCPServer, UDPServer
 from .threadpool import WorkerPool
@@ -500,10 +503,11 @@ class HubWaiter:
         self.fd = -1
 
 
-class Greenlets(Inline):
+class Greenlets(Model):
     """A greenlet per request, all on the hub of the thread that serves: GreenletMixIn's model."""
 
     name = "greenlets"
+    context_hook = "process_request_greenlet"
     request_class = GreenSocket
     cooperative = True
 
@@ -575,18 +579,17 @@ class GreenletMixIn:
 
     block_on_close = True
     hub_block_warning = None
-    _concurrency = Greenlets
+    _model_class = Greenlets
 
     def _make_loop(self):
         return _engine.current().ServeLoop(HubWaiter())
 
     @property
     def _greenlet_state(self):
-        try:
-            return self.__dict__["_greenlet_state_"]
-        except KeyError:
-            state = self.__dict__["_greenlet_state_"] = _State()
-            return state
+        state = state_of(self)
+        if state.greenlet is None:
+            state.greenlet = _State()
+        return state.greenlet
 
     def _enter_hub(self):
         st = self._greenlet_state
@@ -655,14 +658,16 @@ class GreenletMixIn:
 
     # -- the handlers ----------------------------------------------------------------------------
 
+    @in_request_context
     def process_request(self, request, client_address):
         """Start a greenlet that handles the request; it runs when the hub next gets a turn."""
         self._model.start(self.process_request_greenlet, request, client_address)
 
+    @in_request_context
     def process_request_greenlet(self, request, client_address):
         """What each handler greenlet runs: as ThreadingMixIn.process_request_thread."""
         try:
-            policy.serve_request(self, request, client_address)
+            serve_request(self, request, client_address)
         finally:
             self._greenlet_done(getcurrent())
 
@@ -695,7 +700,7 @@ class GreenletMixIn:
         def refuse():
             reset = struct.pack("ii", 1, 0)
             try:
-                with policy.listening(self, fd, True):
+                with listening(self, fd, True):
                     # Until the drain ends, or server_close() (from another thread) closes the
                     # listener: then there is nothing left to refuse.
                     while st.draining and sock.fileno() == fd:
@@ -721,7 +726,7 @@ class GreenletMixIn:
             if not glet:
                 # Never started: it will never run, so its request is ours to shut down.
                 del st.handlers[glet]
-                policy.release(self, request)
+                release(self, request)
         if not st.handlers:
             st.idle.set()
         self._greenlet_drain(st, hub)

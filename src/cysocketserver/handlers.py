@@ -4,7 +4,7 @@ import weakref
 from io import BytesIO
 
 from . import _engine
-from ._pure_streams import SocketWriter as _SendallWriter
+from ._sendallwriter import SendallWriter
 
 __all__ = ["BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler"]
 
@@ -130,7 +130,7 @@ class StreamRequestHandler(BaseRequestHandler):
         elif fast:
             self.wfile = engine.SocketWriter(conn, meter)
         else:
-            self.wfile = _SendallWriter(conn, meter)
+            self.wfile = SendallWriter(conn, meter)
 
     def finish(self):
         """Flush wfile (a client that has gone is ignored), then close both files."""

@@ -1,17 +1,28 @@
-"""Concurrency mix-ins: a process, a thread or a pooled thread per request.
+"""Concurrency mix-ins: a process, a thread or a pooled thread per request, and the ready-made
+servers that combine them with the server classes, as the stdlib names them.
 
 Each is the public face of one concurrency model (``models``): it keeps the stdlib's documented
 attributes and hooks, and its process_request() hands the request to the model.
 """
 import os
+import socket
 
-from .core import policy
+from .core.admission import serve_request
+from .core.hooks import in_request_context
+from .core.state import state_of
 from .models.pool import PooledThreads
 from .models.threads import NoThreads, ThreadPerRequest
+from .servers import TCPServer, UDPServer
 
-__all__ = ["ThreadingMixIn", "ThreadPoolMixIn"]
+__all__ = ["ThreadingMixIn", "ThreadPoolMixIn",
+           "ThreadingTCPServer", "ThreadingUDPServer", "ThreadPoolTCPServer", "ThreadPoolUDPServer"]
 if hasattr(os, "fork"):
-    __all__ += ["ForkingMixIn"]
+    __all__ += ["ForkingMixIn", "ForkingTCPServer", "ForkingUDPServer"]
+if hasattr(socket, "AF_UNIX"):
+    __all__ += ["ThreadingUnixStreamServer", "ThreadingUnixDatagramServer",
+                "ThreadPoolUnixStreamServer", "ThreadPoolUnixDatagramServer"]
+    if hasattr(os, "fork"):
+        __all__ += ["ForkingUnixStreamServer", "ForkingUnixDatagramServer"]
 
 
 if hasattr(os, "fork"):
@@ -30,7 +41,7 @@ if hasattr(os, "fork"):
         active_children = None
         max_children = 40
         block_on_close = True
-        _concurrency = ForkPerRequest
+        _model_class = ForkPerRequest
 
         def collect_children(self, *, blocking=False):
             """Reap finished children; first wait while there are max_children or more."""
@@ -87,13 +98,15 @@ class ThreadingMixIn:
     daemon_threads = False
     block_on_close = True
     _threads = NoThreads()
-    _concurrency = ThreadPerRequest
+    _model_class = ThreadPerRequest
 
+    @in_request_context
     def process_request_thread(self, request, client_address):
         """What each request's thread runs: finish_request(), handle_error() on an exception,
         shutdown_request() always."""
-        policy.serve_request(self, request, client_address)
+        serve_request(self, request, client_address)
 
+    @in_request_context
     def process_request(self, request, client_address):
         """Start a thread that runs process_request_thread()."""
         self._model.start(self.process_request_thread, request, client_address)
@@ -102,7 +115,7 @@ class ThreadingMixIn:
         """Close the server (draining first with a drain_timeout), then wait for the request
         threads if block_on_close."""
         super().server_close()
-        if "_model_" in vars(self):  # nothing to wait for if no request ever came
+        if state_of(self).model is not None:  # nothing to wait for if no request ever came
             self._model.close(self.block_on_close)
 
 
@@ -116,10 +129,70 @@ class ThreadPoolMixIn(ThreadingMixIn):
     they mean for ThreadingMixIn, for server_close(); the pool's threads themselves never hold
     up the interpreter's exit.  Unlike a thread per request, thread-local data and
     ``threading.get_native_id()`` carry over from one request to the next on a pooled thread.
+
+    ``max_threads`` (default 64): the most requests handled at once -- enough for a few dozen
+    concurrent keep-alive clients; an idle thread costs a stack's address space but little
+    memory.  Raise it to the number of connections you expect to be open at once.
+    ``pool_idle_timeout`` (default 10 s): how long a thread waits for work before it exits.
     """
 
-    # Enough for a few dozen concurrent keep-alive clients; each idle thread costs a stack's
-    # address space but little memory.  Raise it for more long-lived connections.
     max_threads = 64
     pool_idle_timeout = 10.0
-    _concurrency = PooledThreads
+    _model_class = PooledThreads
+
+    @in_request_context
+    def process_request(self, request, client_address):
+        """Hand the request to a free pooled thread, which runs process_request_thread().
+        (While every thread is busy the serving loop does not accept, so there is one.)"""
+        self._model.start(self.process_request_thread, request, client_address)
+
+
+# -- the stdlib's combinations ------------------------------------------------------------------
+
+class ThreadingUDPServer(ThreadingMixIn, UDPServer):
+    """UDPServer that handles each datagram in a new thread."""
+
+
+class ThreadingTCPServer(ThreadingMixIn, TCPServer):
+    """TCPServer that handles each connection in a new thread."""
+
+
+class ThreadPoolUDPServer(ThreadPoolMixIn, UDPServer):
+    """UDPServer whose requests run on a bounded pool of reusable threads."""
+
+
+class ThreadPoolTCPServer(ThreadPoolMixIn, TCPServer):
+    """TCPServer whose connections run on a bounded pool of reusable threads."""
+
+
+if hasattr(os, "fork"):
+
+    class ForkingUDPServer(ForkingMixIn, UDPServer):
+        """UDPServer that handles each datagram in a child process."""
+
+    class ForkingTCPServer(ForkingMixIn, TCPServer):
+        """TCPServer that handles each connection in a child process."""
+
+
+if hasattr(socket, "AF_UNIX"):
+    from .servers import UnixDatagramServer, UnixStreamServer
+
+    class ThreadingUnixStreamServer(ThreadingMixIn, UnixStreamServer):
+        """UnixStreamServer that handles each connection in a new thread."""
+
+    class ThreadingUnixDatagramServer(ThreadingMixIn, UnixDatagramServer):
+        """UnixDatagramServer that handles each datagram in a new thread."""
+
+    class ThreadPoolUnixStreamServer(ThreadPoolMixIn, UnixStreamServer):
+        """UnixStreamServer whose connections run on a bounded pool of reusable threads."""
+
+    class ThreadPoolUnixDatagramServer(ThreadPoolMixIn, UnixDatagramServer):
+        """UnixDatagramServer whose requests run on a bounded pool of reusable threads."""
+
+    if hasattr(os, "fork"):
+
+        class ForkingUnixStreamServer(ForkingMixIn, UnixStreamServer):
+            """UnixStreamServer that handles each connection in a child process."""
+
+        class ForkingUnixDatagramServer(ForkingMixIn, UnixDatagramServer):
+            """UnixDatagramServer that handles each datagram in a child process."""

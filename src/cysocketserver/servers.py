@@ -1,14 +1,14 @@
 """The server classes: the stdlib's documented interface, with the loop delegated to the engine."""
 import socket
 import sys
-import traceback
-from time import monotonic
 
 from . import _engine
-from .core import guards, policy, proxyproto, stats
+from .core import admission, guards, proxyproto, stats
+from .core.hooks import default_hook, noop_hook
 from .core.nodelay import set_nodelay, wants_nodelay
-from .core.policy import default_hook, noop_hook
+from .core.plan import listening, make_plan, request_timeout
 from .core.registry import ConnectionRegistry
+from .core.state import state_of
 from .models import Inline
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
@@ -21,7 +21,7 @@ class BaseServer:
 
     serve_forever(), handle_request() and shutdown() run on the engine's serve loop, which
     calls back into the documented hooks below in the stdlib's order.  How requests are run
-    is the concurrency model's business (``_concurrency``: the plain servers handle each
+    is the concurrency model's business (``_model_class``: the plain servers handle each
     request in the serving thread; the mix-ins pick a thread, a process, a pooled thread or a
     greenlet).
 
@@ -50,7 +50,7 @@ class BaseServer:
     max_connections_per_client = None
     idle_timeout = None
     drain_timeout = None
-    _concurrency = Inline
+    _model_class = Inline
     # The PROXY protocol (core/proxyproto.py): None (off, as the stdlib), "v1", "v2" or "any";
     # the peers allowed to send a header, and how long one may take to arrive.
     proxy_protocol = None
@@ -58,7 +58,7 @@ class BaseServer:
     proxy_protocol_timeout = 3.0
     # True where other processes serve the same listening socket (a prefork worker sets it):
     # the listener is then waited on with an exclusive wake-up where the platform has one
-    # (core/policy.py), so a connection wakes one idle process rather than all of them.
+    # (core/plan.py), so a connection wakes one idle process rather than all of them.
     _shared_listener = False
 
     def __init__(self, server_address, RequestHandlerClass):
@@ -66,7 +66,7 @@ class BaseServer:
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
         self._loop = self._make_loop()
-        self.__dict__["_started_at_"] = monotonic()
+        state_of(self)
         guards.check(self)
 
     def __init_subclass__(cls, **kwargs):
@@ -74,7 +74,7 @@ class BaseServer:
         # Two unrelated concurrency mix-ins in one server would silently leave one unused (a
         # mix-in derived from another, as ThreadPoolMixIn from ThreadingMixIn, overrides it).
         mixins = [klass for klass in cls.__mro__
-                  if "_concurrency" in vars(klass) and klass is not BaseServer]
+                  if "_model_class" in vars(klass) and klass is not BaseServer]
         leaves = [klass for klass in mixins
                   if not any(other is not klass and issubclass(other, klass) for other in mixins)]
         if len(leaves) > 1:
@@ -89,56 +89,57 @@ class BaseServer:
 
     @property
     def _connection_registry(self):
-        try:
-            return self.__dict__["_connection_registry_"]
-        except KeyError:
+        state = state_of(self)
+        registry = state.registry
+        if registry is None:
             engine = _engine.current()
-            registry = ConnectionRegistry(engine.Counters(), engine.Meter)
-            self.__dict__["_engine_name_"] = engine.name
-            self.__dict__["_connection_registry_"] = registry
-            return registry
+            registry = state.registry = ConnectionRegistry(engine.Counters(), engine.Meter)
+            state.engine_name = engine.name
+        return registry
 
     @property
     def _started_at(self):
-        return self.__dict__.setdefault("_started_at_", monotonic())
+        return state_of(self).started_at
 
     @property
     def _engine_name(self):
         self._connection_registry
-        return self.__dict__["_engine_name_"]
+        return state_of(self).engine_name
 
     def _meter_for(self, request):
         """The byte meter of a live connection (StreamRequestHandler's streams count into it)."""
-        registry = self.__dict__.get("_connection_registry_")
+        registry = state_of(self).registry
         return None if registry is None else registry.meter_for(request)
 
     @property
     def _model(self):
-        try:
-            return self.__dict__["_model_"]
-        except KeyError:
-            model = self.__dict__["_model_"] = self._concurrency(self)
-            return model
+        state = state_of(self)
+        model = state.model
+        if model is None:
+            model = state.model = self._model_class(self)
+        return model
 
     def _plan(self):
         model = self._model
-        plan = policy.make_plan(self, model)
+        plan = make_plan(self, model)
         model.attach(self._loop)
         guards.attach(self, plan.guards, self._loop)
         self._start_idle_sweep(plan.guards.idle_timeout if plan.track_connections else None)
-        self.__dict__["_plan_"] = plan
+        state_of(self).plan = plan
         return plan
 
     def _start_idle_sweep(self, idle_timeout):
-        sweep = self.__dict__.get("_idle_sweep_")
+        state = state_of(self)
+        sweep = state.idle_sweep
         if sweep is not None and sweep.running and sweep.idle_timeout == idle_timeout:
             return
         self._stop_idle_sweep()
         if idle_timeout is not None:
-            self.__dict__["_idle_sweep_"] = guards.IdleSweep(self, idle_timeout)
+            state.idle_sweep = guards.IdleSweep(self, idle_timeout)
 
     def _stop_idle_sweep(self):
-        sweep = self.__dict__.pop("_idle_sweep_", None)
+        state = state_of(self)
+        sweep, state.idle_sweep = state.idle_sweep, None
         if sweep is not None:
             sweep.stop()
 
@@ -177,13 +178,13 @@ class BaseServer:
     # -- serving ---------------------------------------------------------------------------------
 
     def server_activate(self):
-        pass
+        """Called by the constructor to activate the server; does nothing for a BaseServer."""
 
     def serve_forever(self, poll_interval=0.5):
         """Handle requests until shutdown() is called; poll_interval is not needed to notice
         a shutdown (the loop is woken), but service_actions() still runs at least that often."""
         plan = self._plan()
-        with policy.listening(self, plan.fd, plan.nonblocking):
+        with listening(self, plan.fd, plan.nonblocking):
             self._loop.serve_forever(plan, poll_interval)
 
     def shutdown(self):
@@ -200,8 +201,8 @@ class BaseServer:
     def handle_request(self):
         """Wait for and handle one request, honouring self.timeout and the socket's timeout."""
         plan = self._plan()
-        with policy.listening(self, plan.fd, self._model.cooperative):
-            return self._loop.handle_request(plan, policy.request_timeout(self))
+        with listening(self, plan.fd, self._model.cooperative):
+            return self._loop.handle_request(plan, request_timeout(self))
 
     # Code in the wild stops a server from its own handler by setting the stdlib's private
     # flag; keep that working.
@@ -216,7 +217,7 @@ class BaseServer:
     @default_hook
     def _handle_request_noblock(self):
         """Take one request off the ready listener through get_request(), as the stdlib does."""
-        plan = self.__dict__.get("_plan_") or self._plan()
+        plan = state_of(self).plan or self._plan()
         try:
             request, client_address = self.get_request()
         except BlockingIOError:
@@ -241,7 +242,7 @@ class BaseServer:
     def process_request(self, request, client_address):
         """Handle the request to its end in the serving thread (the mix-ins override this)."""
         self.finish_request(request, client_address)
-        policy.release(self, request)
+        admission.release(self, request)
 
     def server_close(self):
         """Release the server's resources; the mix-ins also wait for their requests here."""
@@ -250,7 +251,7 @@ class BaseServer:
 
     def _drain(self):
         """With a drain_timeout: wait for the open connections, then cut the rest."""
-        if "_connection_registry_" in self.__dict__:
+        if state_of(self).registry is not None:
             guards.drain(self, self._model.nap)
 
     @default_hook
@@ -271,6 +272,8 @@ class BaseServer:
         print(rule, file=sys.stderr)
         print("Exception occurred during processing of request from",
               client_address, file=sys.stderr)
+        import traceback  # only once something went wrong, as the stdlib does
+
         traceback.print_exc()
         print(rule, file=sys.stderr)
 
@@ -317,6 +320,8 @@ class TCPServer(BaseServer):
                 raise
 
     def server_bind(self):
+        """Called by the constructor to bind the socket (SO_REUSEADDR/SO_REUSEPORT first, as
+        ``allow_reuse_address``/``allow_reuse_port`` ask)."""
         sock = self.socket
         if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -328,6 +333,7 @@ class TCPServer(BaseServer):
         self.server_address = sock.getsockname()
 
     def server_activate(self):
+        """Called by the constructor to listen, with a backlog of ``request_queue_size``."""
         self.socket.listen(self.request_queue_size)
 
     @classmethod
@@ -360,10 +366,13 @@ class TCPServer(BaseServer):
 
     @default_hook
     def fileno(self):
+        """The listening socket's file descriptor (what the serve loop waits on)."""
         return self.socket.fileno()
 
     @default_hook
     def get_request(self):
+        """Accept a connection: return ``(socket, client_address)``; the socket gets
+        TCP_NODELAY where ``tcp_nodelay`` asks for it."""
         request, client_address = self.socket.accept()
         if wants_nodelay(self):
             set_nodelay(request)
@@ -392,11 +401,12 @@ class UDPServer(TCPServer):
 
     @default_hook
     def get_request(self):
+        """Receive a datagram: return ``((data, socket), client_address)``."""
         data, client_address = self.socket.recvfrom(self.max_packet_size)
         return (data, self.socket), client_address
 
     def server_activate(self):
-        pass
+        """Nothing to do: a datagram socket does not listen."""
 
     @noop_hook
     def shutdown_request(self, request):

@@ -16,7 +16,6 @@ import itertools
 import os
 import sys
 import threading
-import traceback
 import weakref
 from collections import deque
 from time import monotonic
@@ -221,6 +220,8 @@ def _report(where):
     closed, say) must not end the worker either."""
     try:
         print("Exception in %s:" % where, file=sys.stderr)
+        import traceback  # only once a task has failed
+
         traceback.print_exc()
     except BaseException:
         pass

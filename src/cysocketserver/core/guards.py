@@ -2,9 +2,9 @@
 and the drain.
 
 - ``max_connections``: at the limit the serve loop stops watching the listener (the kernel's
-  backlog holds the rest) and resumes below it (``policy.make_plan`` and ``attach``).
+  backlog holds the rest) and resumes below it (``plan.make_plan`` and ``attach``).
 - ``max_connections_per_client``: a connection from a host that already has this many is closed
-  at once, before verify_request() (``policy.make_admit``).
+  at once, before verify_request() (``admission.make_admit``).
 - ``idle_timeout``: a connection that has received no byte for this long is cut by the sweep
   (``IdleSweep``), whatever its handler is doing: its pending read returns end-of-stream.
 - ``drain_timeout``: server_close() (``drain``) waits up to this long for the running handlers,
@@ -105,7 +105,7 @@ def settings(server):
     if getattr(server, "socket_type", socket.SOCK_STREAM) != socket.SOCK_STREAM:
         raise ValueError("%s: %s cannot apply: a datagram server has no connections"
                          % (type(server).__name__, used))
-    concurrency = getattr(server, "_concurrency", None)
+    concurrency = getattr(server, "_model_class", None)
     if not getattr(concurrency, "keeps_connections", True):
         raise ValueError(
             "%s: %s cannot apply: each connection is handed to a child process, so the server "

@@ -13,6 +13,8 @@ writes are no longer merged into fewer segments.  asyncio does the same for its 
 """
 import socket
 
+from .._loopcommon import set_nodelay
+
 __all__ = ["wants_nodelay", "set_nodelay"]
 
 _TCP_FAMILIES = frozenset(
@@ -29,15 +31,3 @@ def wants_nodelay(server):
     listener = getattr(server, "socket", None)
     return (listener is not None and listener.type == socket.SOCK_STREAM
             and listener.family in _TCP_FAMILIES)
-
-
-def set_nodelay(sock):
-    """Set TCP_NODELAY on an accepted connection; a failure is no reason to refuse it.
-
-    (Some systems refuse the option on a connection the client has already reset; its handler
-    then meets the reset on its first read or write, as it would have anyway.)
-    """
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        pass

@@ -16,8 +16,6 @@ Nothing after the header is consumed: bytes are peeked, and only those known to 
 header are read.  A refused header closes the connection, is counted in
 ``server.proxy_protocol_refused`` (a Counter by cause) and is logged once per cause per server.
 """
-import ipaddress
-import logging
 import numbers
 import socket
 import weakref
@@ -25,37 +23,27 @@ from time import monotonic
 
 from .. import _engine
 from .._proxycommon import ANY, V1, V1_MAX, V2, ProxyProtocolError
+from .hooks import runs_in_request_context
+from .state import state_of
 
-__all__ = ["ProxyIntake", "make_intake", "deferred_intake", "header_of", "refusals"]
-
-logger = logging.getLogger("cysocketserver")
+__all__ = ["HeaderReader", "make_header_reader", "header_of", "refusals"]
 
 VERSIONS = {"v1": V1, "v2": V2, "any": ANY}
 
 
 def refusals(server):
     """The server's Counter of refused headers by cause, made on first use."""
-    from collections import Counter
+    state = state_of(server)
+    if state.proxy_refused is None:
+        from collections import Counter
 
-    try:
-        return server.__dict__["_proxy_refused_"]
-    except KeyError:
-        counter = server.__dict__["_proxy_refused_"] = Counter()
-        return counter
-
-
-def _headers(server):
-    try:
-        return server.__dict__["_proxy_headers_"]
-    except KeyError:
-        # Keyed by the request's socket: an entry goes when the socket does.
-        headers = server.__dict__["_proxy_headers_"] = weakref.WeakKeyDictionary()
-        return headers
+        state.proxy_refused = Counter()
+    return state.proxy_refused
 
 
 def header_of(server, request):
     """The ProxyHeader received on ``request``, or None."""
-    headers = server.__dict__.get("_proxy_headers_")
+    headers = state_of(server).proxy_headers
     if headers is None:
         return None
     try:
@@ -65,6 +53,8 @@ def header_of(server, request):
 
 
 def _networks(trusted):
+    import ipaddress
+
     if isinstance(trusted, (str, ipaddress.IPv4Network, ipaddress.IPv6Network)):
         trusted = (trusted,)
     try:
@@ -97,30 +87,17 @@ def _timeout(value):
 
 def _defers(server, model):
     """Whether the request's own context (thread, pooled thread, greenlet) can read the header:
-    only where process_request() and what it runs are the package's, which go through
-    ``policy.serve_request``."""
-    from ..mixins import ThreadingMixIn
-    from ..models.pool import PooledThreads
-    from ..models.threads import ThreadPerRequest
-
-    def ours(name, owner):
-        return getattr(getattr(server, name, None), "__func__", None) is getattr(owner, name)
-
-    if getattr(model, "cooperative", False):
-        try:
-            from ..greenlets import GreenletMixIn
-        except ImportError:
-            return False
-        return ours("process_request", GreenletMixIn) and ours("process_request_greenlet",
-                                                               GreenletMixIn)
-    if type(model) in (ThreadPerRequest, PooledThreads):
-        return ours("process_request", ThreadingMixIn) and ours("process_request_thread",
-                                                                ThreadingMixIn)
-    return False
+    only where the model runs requests in a context of their own, and the server's
+    process_request() and the hook it runs there (``model.context_hook``) are the package's,
+    which go through ``admission.serve_request``."""
+    context_hook = getattr(model, "context_hook", None)
+    return (context_hook is not None
+            and runs_in_request_context(server, "process_request")
+            and runs_in_request_context(server, context_hook))
 
 
-def make_intake(server, model):
-    """The server's ProxyIntake, or None where ``proxy_protocol`` is None; raises ValueError or
+def make_header_reader(server, model):
+    """The server's HeaderReader, or None where ``proxy_protocol`` is None; raises ValueError or
     TypeError for a setting that cannot work."""
     mode = getattr(server, "proxy_protocol", None)
     if mode is None:
@@ -130,20 +107,12 @@ def make_intake(server, model):
     sock = getattr(server, "socket", None)
     if getattr(sock, "type", socket.SOCK_STREAM) != socket.SOCK_STREAM:
         raise ValueError("proxy_protocol needs a stream server: datagrams carry no header")
-    return ProxyIntake(server, VERSIONS[mode], _networks(server.proxy_protocol_trusted),
+    return HeaderReader(server, VERSIONS[mode], _networks(server.proxy_protocol_trusted),
                        _timeout(server.proxy_protocol_timeout), _defers(server, model))
 
 
-def deferred_intake(server):
-    """The intake that serve_request() runs before verify_request(), or None."""
-    intake = getattr(server.__dict__.get("_plan_"), "proxy", None)
-    if intake is not None and intake.deferred:
-        return intake
-    return None
-
-
-class ProxyIntake:
-    """Reads and checks one connection's header; one per plan."""
+class HeaderReader:
+    """Reads and checks each connection's header; one per plan."""
 
     def __init__(self, server, accepted, trusted, timeout, deferred):
         self.server = server
@@ -153,11 +122,13 @@ class ProxyIntake:
         self.deferred = deferred
         self.parser = _engine.current().proxyproto
         self.refused = refusals(server)
-        self.logged = server.__dict__.setdefault("_proxy_logged_", set())
+        self.state = state_of(server)
 
     def is_trusted(self, peer):
         if not isinstance(peer, tuple):
             return True  # a Unix-domain peer is a local process
+        import ipaddress
+
         try:
             address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
         except ValueError:
@@ -177,8 +148,12 @@ class ProxyIntake:
         except ProxyProtocolError as exc:
             self.refuse(exc.cause, exc.detail, client_address)
             return None
+        state = self.state
+        if state.proxy_headers is None:
+            # Keyed by the request's socket: an entry goes when the socket does.
+            state.proxy_headers = weakref.WeakKeyDictionary()
         try:
-            _headers(self.server)[request] = header
+            state.proxy_headers[request] = header
         except TypeError:
             pass
         if header.source is None:
@@ -234,8 +209,11 @@ class ProxyIntake:
 
     def refuse(self, cause, detail, client_address):
         self.refused[cause] += 1
-        if cause not in self.logged:
-            self.logged.add(cause)
-            logger.warning("PROXY protocol header refused (%s) from %r: %s; further refusals "
+        logged = self.state.proxy_logged
+        if cause not in logged:
+            logged.add(cause)
+            import logging
+
+            logging.getLogger("cysocketserver").warning("PROXY protocol header refused (%s) from %r: %s; further refusals "
                            "for this cause are counted in proxy_protocol_refused, not logged",
                            cause, client_address, detail)

@@ -1,7 +1,7 @@
 """Every live connection of one server, from accept to close.
 
 The serve policy adds each accepted stream connection before verify_request() and takes it out
-when its request is released (``policy.release``), whichever concurrency model ran it.  Limits,
+when its request is released (``admission.release``), whichever concurrency model ran it.  Limits,
 idle timeouts, drain and statistics read it; the count is one ``len()``.
 
 It also keeps what the guards need and nothing the engine has to know about: how many live

@@ -2,15 +2,14 @@
 
 An engine (the compiled modules, or their pure-Python twins) provides exactly ``Engine``'s
 names and nothing else is used from it; ``_engine`` picks one.  The policy that decides what
-the engine does lives in ``core.policy``; the engine is mechanism only.
+the engine does lives in ``core`` (``core.plan`` above all); the engine is mechanism only.
 """
 from typing import Any, Callable, ClassVar, Optional, Protocol, Tuple
 
 __all__ = ["Waiter", "ServeLoop", "SocketReader", "SocketWriter", "Hub", "ProxyParser", "Model",
            "Meter", "Counters", "Engine"]
 
-LISTENER_READY = 1
-WOKEN = 2
+from .._loopcommon import LISTENER_READY, WOKEN
 
 
 class Waiter(Protocol):
@@ -30,7 +29,7 @@ class Waiter(Protocol):
 
 
 class ServeLoop(Protocol):
-    """One per server.  Reads a ``core.policy.Plan``; calls only what the plan holds."""
+    """One per server.  Reads a ``core.plan.Plan``; calls only what the plan holds."""
 
     def __init__(self, waiter: Optional[Waiter] = None) -> None: ...
     def serve_forever(self, plan: Any, poll_interval: Optional[float]) -> None: ...

@@ -1,12 +1,12 @@
 """A child process per request: ForkingMixIn's model."""
 import os
 
-from .inline import Inline
+from .base import Model
 
 __all__ = ["ForkPerRequest"]
 
 
-class ForkPerRequest(Inline):
+class ForkPerRequest(Model):
     name = "forks"
     # The child process owns each connection: the parent forgets it at once, so the guards that
     # act on live connections cannot apply (core.guards refuses them).

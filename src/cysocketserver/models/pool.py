@@ -8,13 +8,14 @@ import sys
 import threading
 
 from ..threadpool import WorkerPool
-from .inline import Inline
+from .base import Model
 
 __all__ = ["PooledThreads"]
 
 
-class PooledThreads(Inline):
+class PooledThreads(Model):
     name = "pool"
+    context_hook = "process_request_thread"
     always_takes = False
 
     def __init__(self, server):

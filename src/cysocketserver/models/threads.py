@@ -1,7 +1,7 @@
 """A new thread per request: ThreadingMixIn's model."""
 import threading
 
-from .inline import Inline
+from .base import Model
 
 __all__ = ["ThreadPerRequest", "Threads", "NoThreads"]
 
@@ -44,8 +44,9 @@ class NoThreads:
         return 0
 
 
-class ThreadPerRequest(Inline):
+class ThreadPerRequest(Model):
     name = "threads"
+    context_hook = "process_request_thread"
 
     def start(self, target, request, client_address):
         server = self.server

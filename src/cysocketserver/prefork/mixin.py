@@ -10,6 +10,7 @@ from ..core.stats import COUNTERS
 from . import listeners
 from .listeners import BALANCING
 from .supervisor import Supervisor
+from ..core.state import state_of
 
 __all__ = ["PreforkMixIn", "default_workers", "settings"]
 
@@ -150,10 +151,11 @@ class PreforkMixIn:
         serve, as the server class does.)"""
         if self.worker_index is not None:
             return super().serve_forever(poll_interval)
-        if self.__dict__.get("_supervisor_") is not None and self._supervisor_.running:
+        state = state_of(self)
+        if state.supervisor is not None and state.supervisor.running:
             raise RuntimeError("%s is serving already" % type(self).__name__)
-        supervisor = Supervisor(self, settings(self, poll_interval), poll_interval)
-        self.__dict__["_supervisor_"] = supervisor
+        supervisor = state.supervisor = Supervisor(self, settings(self, poll_interval),
+                                                   poll_interval)
         try:
             supervisor.run()
         finally:
@@ -164,7 +166,7 @@ class PreforkMixIn:
         super().serve_forever(poll_interval)
 
     def _command(self, name):
-        supervisor = self.__dict__.get("_supervisor_")
+        supervisor = state_of(self).supervisor
         if supervisor is None or not supervisor.running:
             raise RuntimeError("%s is not serving" % type(self).__name__)
         supervisor.command(name)
@@ -175,7 +177,7 @@ class PreforkMixIn:
         returned.  In a worker: stop that worker's loop (the parent replaces the worker)."""
         if self.worker_index is not None:
             return super().shutdown()
-        supervisor = self.__dict__.get("_supervisor_")
+        supervisor = state_of(self).supervisor
         if supervisor is None or not supervisor.running:
             return
         supervisor.command("stop")
@@ -208,7 +210,7 @@ class PreforkMixIn:
         connections still open in a worker are counted once they end."""
         if self.worker_index is not None:
             return super().stats()
-        supervisor = self.__dict__.get("_supervisor_")
+        supervisor = state_of(self).supervisor
         if supervisor is None:
             rows, target, crashes, timeouts = [], self.workers or default_workers(), 0, 0
         else:
@@ -219,7 +221,7 @@ class PreforkMixIn:
                 totals[name] = totals.get(name, 0) + value
         figures = {
             "server": type(self).__name__,
-            "model": "prefork+" + self._concurrency.name,
+            "model": "prefork+" + self._model_class.name,
             "engine": self._engine_name,
             "uptime_seconds": monotonic() - self._started_at,
             "connections_active": sum(row["connections_active"] for row in rows),
@@ -240,7 +242,7 @@ class PreforkMixIn:
         """In the parent: a supervisor still running is stopped at once; then the listener
         closes."""
         if self.worker_index is None:
-            supervisor = self.__dict__.get("_supervisor_")
+            supervisor = state_of(self).supervisor
             if supervisor is not None and supervisor.running:
                 supervisor.command("fast")
                 supervisor.done.wait()

@@ -32,6 +32,7 @@ from typing import Any, List, Optional, Tuple
 
 from .. import _engine
 from ..core.registry import ConnectionRegistry
+from ..core.state import state_of
 from .scoreboard import ORDER_SWEEP, READY, RETIRING
 
 __all__ = ["run", "Job", "ORPHAN_GRACE", "SWEEP_LIMIT"]
@@ -96,21 +97,17 @@ class Worker:
         for sock in job.others:
             sock.close()
         server.socket = job.listener
-        # Parts the parent may have made are the parent's: start from fresh ones.
-        state = server.__dict__
-        for name in ("_model_", "_plan_", "_idle_sweep_", "_greenlet_state_"):
-            state.pop(name, None)
         old_loop = server._loop
         server._loop = server._make_loop()
         old_loop.close()
         engine = _engine.current()
         self.counters = engine.Counters(self.slot.counters_buffer)
-        state["_connection_registry_"] = ConnectionRegistry(self.counters, engine.Meter)
-        state["_engine_name_"] = engine.name
-        # Other processes share this listener (the parent, the other workers, a successor):
-        # wait for it with exclusive wake-ups, and never reset what is queued on it.
-        server._shared_listener = True
-        server._housekeeping_ = self.tick
+        # Parts the parent made are the parent's: start from fresh ones, counting into this
+        # worker's slot of the scoreboard.  The listener is shared with other processes (the
+        # parent, the other workers, a successor): it is waited on with exclusive wake-ups,
+        # and what is queued on it is never reset.
+        state_of(server).become_worker(ConnectionRegistry(self.counters, engine.Meter),
+                                       engine.name, self.tick)
         server.worker_index = job.index
         self._install_signals()
         self._watch_parent()
