@@ -35,17 +35,29 @@ __all__ = [
 # or CYSOCKETSERVER_NO_EXTENSIONS=1 is set.
 IMPLEMENTATION: Literal["compiled", "python"]
 
-class ThreadingUDPServer(ThreadingMixIn, UDPServer): ...
-class ThreadingTCPServer(ThreadingMixIn, TCPServer): ...
-class ThreadPoolUDPServer(ThreadPoolMixIn, UDPServer): ...
-class ThreadPoolTCPServer(ThreadPoolMixIn, TCPServer): ...
+from .mixins import (
+    ThreadingTCPServer as ThreadingTCPServer,
+    ThreadingUDPServer as ThreadingUDPServer,
+    ThreadPoolTCPServer as ThreadPoolTCPServer,
+    ThreadPoolUDPServer as ThreadPoolUDPServer,
+)
 
 if sys.platform != "win32":
     from .greenlets import (
         GreenletUnixDatagramServer as GreenletUnixDatagramServer,
         GreenletUnixStreamServer as GreenletUnixStreamServer,
     )
-    from .mixins import ForkingMixIn as ForkingMixIn
+    from .mixins import (
+        ForkingMixIn as ForkingMixIn,
+        ForkingTCPServer as ForkingTCPServer,
+        ForkingUDPServer as ForkingUDPServer,
+        ForkingUnixDatagramServer as ForkingUnixDatagramServer,
+        ForkingUnixStreamServer as ForkingUnixStreamServer,
+        ThreadingUnixDatagramServer as ThreadingUnixDatagramServer,
+        ThreadingUnixStreamServer as ThreadingUnixStreamServer,
+        ThreadPoolUnixDatagramServer as ThreadPoolUnixDatagramServer,
+        ThreadPoolUnixStreamServer as ThreadPoolUnixStreamServer,
+    )
     from .servers import UnixDatagramServer as UnixDatagramServer, UnixStreamServer as UnixStreamServer
 
     __all__ += [
@@ -56,15 +68,6 @@ if sys.platform != "win32":
         "ForkingUnixStreamServer", "ForkingUnixDatagramServer",
         "GreenletUnixStreamServer", "GreenletUnixDatagramServer",
     ]
-
-    class ForkingUDPServer(ForkingMixIn, UDPServer): ...
-    class ForkingTCPServer(ForkingMixIn, TCPServer): ...
-    class ThreadingUnixStreamServer(ThreadingMixIn, UnixStreamServer): ...
-    class ThreadingUnixDatagramServer(ThreadingMixIn, UnixDatagramServer): ...
-    class ThreadPoolUnixStreamServer(ThreadPoolMixIn, UnixStreamServer): ...
-    class ThreadPoolUnixDatagramServer(ThreadPoolMixIn, UnixDatagramServer): ...
-    class ForkingUnixStreamServer(ForkingMixIn, UnixStreamServer): ...
-    class ForkingUnixDatagramServer(ForkingMixIn, UnixDatagramServer): ...
 
 def install() -> None:
     """Make ``import socketserver`` give this package from now on."""

@@ -1,9 +1,7 @@
 # The engine switch. Whichever engine runs, its names have the compiled modules' types: the
 # pure-Python twins have the same interface (core/seam.py writes it down).
-from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from types import ModuleType
-from typing import Literal, Protocol
+from typing import Any, Literal
 
 from ._counters import Counters, Meter
 from ._hub import Hub
@@ -12,8 +10,10 @@ from ._streams import SocketReader, SocketWriter
 
 __all__ = ["IMPLEMENTATION", "available", "current", "load", "use"]
 
-class _Engine(Protocol):
+class Engine:
     name: str
+    def __init__(self, name: str, hub_module: str, **parts: Any) -> None: ...
+    def __getattr__(self, attribute: str) -> Any: ...
     ServeLoop: type[ServeLoop]
     SocketReader: type[SocketReader]
     SocketWriter: type[SocketWriter]
@@ -24,7 +24,13 @@ class _Engine(Protocol):
 
 IMPLEMENTATION: Literal["compiled", "python"]
 
-def load(name: str) -> _Engine: ...
+def load(name: str) -> Engine: ...
 def available(name: str) -> bool: ...
-def current() -> _Engine: ...
-def use(name: str) -> AbstractContextManager[_Engine]: ...
+def current() -> Engine: ...
+
+class use:
+    engine: Engine
+    previous: Engine
+    def __init__(self, name: str) -> None: ...
+    def __enter__(self) -> Engine: ...
+    def __exit__(self, *exc_info: object) -> None: ...

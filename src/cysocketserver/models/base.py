@@ -22,7 +22,7 @@ class Model:
     # The server hook the model runs in each request's own context (a thread, a greenlet),
     # None where requests run in the serving thread or a child process: the PROXY header is
     # read in that context when both it and process_request() are the package's own.
-    context_hook = None
+    context_hook: "str | None" = None
 
     def __init__(self, server):
         self.server = server
