@@ -6,7 +6,7 @@ import socket
 from time import monotonic
 from typing import Optional
 
-from ..core.stats import COUNTERS
+from ..core.stats import counter_figures
 from . import listeners
 from .listeners import BALANCING
 from .supervisor import Supervisor
@@ -224,10 +224,7 @@ class PreforkMixIn:
             "uptime_seconds": monotonic() - self._started_at,
             "connections_active": sum(row["connections_active"] for row in rows),
         }
-        for name, attribute in COUNTERS:
-            figures[name] = totals.get(attribute, 0)
-        figures["bytes_received_total"] = totals.get("bytes_received_closed", 0)
-        figures["bytes_sent_total"] = totals.get("bytes_sent_closed", 0)
+        figures.update(counter_figures(totals))
         figures["workers"] = target
         figures["workers_serving"] = sum(1 for row in rows if row["state"] == "serving")
         figures["worker_restarts_total"] = sum(row["restarts"] for row in rows)
