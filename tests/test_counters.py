@@ -4,6 +4,7 @@ A prefork parent gives each worker a slot of an anonymous shared mmap; the worke
 writes its totals there and the parent reads them, exactly and at once, even after the worker
 was killed.  Both engines, one run.
 """
+import array
 import mmap
 import os
 import signal
@@ -75,6 +76,60 @@ def test_both_engines_share_one_layout():
     area = bytearray(compiled.SIZE)
     _bump_once_each(compiled(area), _engine.load("compiled").Meter())
     assert _totals(pure(area), pure.FIELDS) == list(memoryview(area).cast("Q"))
+
+
+def _total_attributes(counters_class):
+    return [name for name in dir(counters_class) if not name.startswith("_")
+            and name not in ("FIELDS", "SIZE") and not callable(getattr(counters_class, name))]
+
+
+def test_the_counters_are_exactly_the_declared_fields(engine_counters):
+    from cysocketserver._counterfields import FIELDS
+
+    Counters, _ = engine_counters
+    assert Counters.FIELDS == FIELDS
+    assert sorted(_total_attributes(Counters)) == sorted(FIELDS)
+    # Each attribute reads its own cell, in the declared order.
+    area = bytearray(Counters.SIZE)
+    memoryview(area).cast("Q")[:] = array.array("Q", range(100, 100 + len(FIELDS)))
+    counters = Counters(area)
+    assert [getattr(counters, name) for name in FIELDS] == list(range(100, 100 + len(FIELDS)))
+    del counters
+
+
+def _count_each_differently(counters, meter_class):
+    counters.connection_opened()
+    for _ in range(2):
+        counters.connection_rejected()
+    for _ in range(3):
+        counters.handler_error()
+    for _ in range(4):
+        counters.accept_error()
+    counters.idle_closed(5)
+    counters.drained(6, 7)
+    counters.fold(_meter(meter_class, 8, 9))
+
+
+def test_stats_and_prometheus_show_every_declared_field(cy_ss):
+    from cysocketserver._counterfields import DECLARED
+    from cysocketserver.metrics import prometheus_text
+
+    server = cy_ss.ThreadingTCPServer((HOST, 0), cy_ss.StreamRequestHandler)
+    try:
+        counters = server._connection_registry.counters
+        _count_each_differently(counters, cy_ss._engine.current().Meter)
+        stats = server.stats()
+        text = prometheus_text({"s": server})
+    finally:
+        server.server_close()
+    reported = [field for field in DECLARED if field.key is not None]
+    # Only the closed count is left out: stats() counts the live connections themselves.
+    assert [field.name for field in DECLARED if field.key is None] == ["connections_closed_total"]
+    for field in reported:
+        assert stats[field.key] == getattr(counters, field.name) > 0, field
+        labels = '{server="s"%s}' % (',%s="%s"' % field.label if field.label else "")
+        assert "\n%s%s %d\n" % (field.metric, labels, stats[field.key]) in text, field
+        assert "# TYPE %s counter" % field.metric in text
 
 
 def test_private_totals_start_at_zero_and_count(engine_counters):

@@ -97,6 +97,20 @@ def test_bad_guard_values_fail_when_the_server_is_built(cy_ss, name, value, erro
         cls((HOST, 0), cy_ss.BaseRequestHandler)
 
 
+@pytest.mark.parametrize("name, value, message", [
+    ("max_connections", 0, "Edge.max_connections must be at least 1 (or None for no limit), "
+                           "not 0"),
+    ("idle_timeout", "30", "Edge.idle_timeout must be a number of seconds or None, not '30'"),
+    ("drain_timeout", -1, "Edge.drain_timeout must be a finite number of seconds >= 0 (or None "
+                          "for off), not -1"),
+])
+def test_a_bad_guard_value_is_explained(cy_ss, name, value, message):
+    cls = type("Edge", (cy_ss.ThreadingTCPServer,), {name: value})
+    with pytest.raises((TypeError, ValueError)) as caught:
+        cls((HOST, 0), cy_ss.BaseRequestHandler)
+    assert str(caught.value) == message
+
+
 def test_bad_guard_value_set_later_fails_when_serving_starts(cy_ss):
     with cy_ss.ThreadingTCPServer((HOST, 0), cy_ss.BaseRequestHandler) as server:
         server.idle_timeout = -2

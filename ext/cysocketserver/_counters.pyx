@@ -8,14 +8,20 @@ recv()/send(), so counting costs an addition per system call.
 held and calls no Python code, so handler threads may call them concurrently without a lock.
 What to count and when is decided in ``core``; this is only where the numbers live.
 
-The totals live in cells, native unsigned 64-bit integers in ``Counters.FIELDS`` order: in the
-object itself, or in a caller's buffer (``Counters(buffer)``, e.g. a slice of a shared anonymous
-mmap) so that another process can read them while this one counts.
+The totals live in cells, native unsigned 64-bit integers in the order of the fields declared in
+``_counterfields`` (``Counters.FIELDS``): in memory of the object's own, or in a caller's buffer
+(``Counters(buffer)``, e.g. a slice of a shared anonymous mmap) so that another process can read
+them while this one counts.  Each field reads as a read-only attribute of its name.
 """
 cimport cython
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBuffer_IsContiguous,
                              PyBUF_STRIDES)
+from cpython.mem cimport PyMem_Calloc, PyMem_Free
+from cpython.object cimport PyTypeObject
+from cpython.type cimport PyType_Modified
 from libc.stdint cimport uintptr_t
+
+from ._counterfields import FIELDS
 
 __all__ = ["Meter", "Counters"]
 
@@ -28,25 +34,18 @@ cdef class Meter:
         return "<Meter received=%d sent=%d>" % (self.received, self.sent)
 
 
-# Cell indices, in FIELDS order (the layout other processes read: keep them in step).
-cdef enum:
-    CONNECTIONS = 0
-    CONNECTIONS_CLOSED
-    CONNECTIONS_REJECTED
-    HANDLER_ERRORS
-    ACCEPT_ERRORS
-    IDLE_CLOSED
-    DRAIN_FINISHED
-    DRAIN_CUT
-    BYTES_RECEIVED_CLOSED
-    BYTES_SENT_CLOSED
-    CELL_COUNT
-
-_FIELDS = ("connections_total", "connections_closed_total", "connections_rejected_total",
-           "handler_errors_total", "accept_errors_total", "idle_closed_total",
-           "drain_finished_total", "drain_cut_total",
-           "bytes_received_closed", "bytes_sent_closed")
-assert len(_FIELDS) == CELL_COUNT
+# What the methods below add to: each field's cell, found by name in the declaration at import.
+cdef Py_ssize_t CELL_COUNT = len(FIELDS)
+cdef Py_ssize_t CONNECTIONS = FIELDS.index("connections_total")
+cdef Py_ssize_t CONNECTIONS_CLOSED = FIELDS.index("connections_closed_total")
+cdef Py_ssize_t CONNECTIONS_REJECTED = FIELDS.index("connections_rejected_total")
+cdef Py_ssize_t HANDLER_ERRORS = FIELDS.index("handler_errors_total")
+cdef Py_ssize_t ACCEPT_ERRORS = FIELDS.index("accept_errors_total")
+cdef Py_ssize_t IDLE_CLOSED = FIELDS.index("idle_closed_total")
+cdef Py_ssize_t DRAIN_FINISHED = FIELDS.index("drain_finished_total")
+cdef Py_ssize_t DRAIN_CUT = FIELDS.index("drain_cut_total")
+cdef Py_ssize_t BYTES_RECEIVED_CLOSED = FIELDS.index("bytes_received_closed")
+cdef Py_ssize_t BYTES_SENT_CLOSED = FIELDS.index("bytes_sent_closed")
 
 
 @cython.final
@@ -56,22 +55,27 @@ cdef class Counters:
     ``Counters()`` keeps them in the object.  ``Counters(buffer)`` keeps them in ``buffer``: a
     writable, C-contiguous buffer of at least ``SIZE`` bytes starting on an 8-byte boundary,
     whose first ``SIZE`` bytes hold one native unsigned 64-bit integer per name of ``FIELDS``,
-    in that order.  The values already there are the starting totals (zero a fresh slot); the
-    buffer's exporter is held, and cannot be resized or closed, while the Counters lives.
+    in that order, each read as the attribute of that name.  The values already there are the
+    starting totals (zero a fresh slot); the buffer's exporter is held, and cannot be resized
+    or closed, while the Counters lives.
     """
 
-    FIELDS = _FIELDS
+    FIELDS = FIELDS
     SIZE = CELL_COUNT * sizeof(unsigned long long)
 
     cdef unsigned long long *cells
-    cdef unsigned long long private_cells[CELL_COUNT]
+    cdef unsigned long long *private_cells
     cdef Py_buffer view
     cdef bint has_view
 
     def __cinit__(self, buffer=None):
         cdef Py_ssize_t size = CELL_COUNT * sizeof(unsigned long long)
-        self.cells = self.private_cells
         if buffer is None:
+            self.private_cells = <unsigned long long *>PyMem_Calloc(
+                CELL_COUNT, sizeof(unsigned long long))
+            if self.private_cells is NULL:
+                raise MemoryError()
+            self.cells = self.private_cells
             return
         # Plain PyBUF_STRIDES, so that a read-only or non-contiguous buffer is described rather
         # than refused, and the error below can say what is wrong with it.
@@ -90,51 +94,12 @@ cdef class Counters:
         self.cells = <unsigned long long *>self.view.buf
 
     def __dealloc__(self):
-        self.cells = self.private_cells
+        self.cells = NULL
+        PyMem_Free(self.private_cells)
+        self.private_cells = NULL
         if self.has_view:
             self.has_view = False
             PyBuffer_Release(&self.view)
-
-    @property
-    def connections_total(self):
-        return self.cells[CONNECTIONS]
-
-    @property
-    def connections_closed_total(self):
-        return self.cells[CONNECTIONS_CLOSED]
-
-    @property
-    def connections_rejected_total(self):
-        return self.cells[CONNECTIONS_REJECTED]
-
-    @property
-    def handler_errors_total(self):
-        return self.cells[HANDLER_ERRORS]
-
-    @property
-    def accept_errors_total(self):
-        return self.cells[ACCEPT_ERRORS]
-
-    @property
-    def idle_closed_total(self):
-        return self.cells[IDLE_CLOSED]
-
-    @property
-    def drain_finished_total(self):
-        return self.cells[DRAIN_FINISHED]
-
-    @property
-    def drain_cut_total(self):
-        return self.cells[DRAIN_CUT]
-
-    # Bytes of connections that have ended; the live ones are still in their meters.
-    @property
-    def bytes_received_closed(self):
-        return self.cells[BYTES_RECEIVED_CLOSED]
-
-    @property
-    def bytes_sent_closed(self):
-        return self.cells[BYTES_SENT_CLOSED]
 
     def connection_opened(self):
         self.cells[CONNECTIONS] += 1
@@ -160,3 +125,36 @@ cdef class Counters:
         self.cells[CONNECTIONS_CLOSED] += 1
         self.cells[BYTES_RECEIVED_CLOSED] += meter.received
         self.cells[BYTES_SENT_CLOSED] += meter.sent
+
+
+@cython.final
+cdef class _Total:
+    """The read-only attribute of one declared field: its cell's value."""
+
+    cdef Py_ssize_t index
+
+    def __cinit__(self, Py_ssize_t index):
+        self.index = index
+
+    def __get__(self, Counters counters, owner):
+        if counters is None:
+            return self
+        return counters.cells[self.index]
+
+    def __set__(self, counters, value):
+        raise AttributeError("Counters totals are read-only")
+
+    def __delete__(self, counters):
+        raise AttributeError("Counters totals are read-only")
+
+
+cdef _give_counters_their_fields():
+    # An extension type takes no new attributes from Python code once made; this module made it,
+    # and adds one to its dict as Cython adds class attributes, then tells the type cache.
+    namespace = <dict>(<PyTypeObject *>Counters).tp_dict
+    for index, name in enumerate(FIELDS):
+        namespace[name] = _Total(index)
+    PyType_Modified(Counters)
+
+
+_give_counters_their_fields()

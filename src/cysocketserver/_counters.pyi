@@ -1,4 +1,6 @@
 # A server's counters (ext/cysocketserver/_counters.pyx); _pure_counters.py is the same in Python.
+# One read-only total per field declared in _counterfields, in its order (stubtest checks that
+# these are exactly the attributes the compiled module makes from the declaration).
 from typing import ClassVar, Optional, final
 
 from _typeshed import WriteableBuffer

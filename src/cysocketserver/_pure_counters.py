@@ -2,17 +2,15 @@
 
 The compiled methods are atomic because they run in C under the GIL; here a lock makes each
 update atomic, so handler threads may call them concurrently.  The totals live in the same cells
-as there (native unsigned 64-bit integers in ``Counters.FIELDS`` order), so that a buffer filled
-by either engine reads the same.
+as there (native unsigned 64-bit integers in the order of the fields declared in
+``_counterfields``), so that a buffer filled by either engine reads the same.
 """
 import threading
 
+from ._counterfields import FIELDS
+
 __all__ = ["Meter", "Counters"]
 
-_FIELDS = ("connections_total", "connections_closed_total", "connections_rejected_total",
-           "handler_errors_total", "accept_errors_total", "idle_closed_total",
-           "drain_finished_total", "drain_cut_total",
-           "bytes_received_closed", "bytes_sent_closed")
 _CELL = 8
 # The compiled cells are C unsigned long longs: they wrap around, and so do these.
 _WRAP = (1 << 64) - 1
@@ -26,9 +24,17 @@ except ImportError:  # an interpreter without ctypes: buffers are not checked fo
     def _misaligned(view):
         return False
 
-(_CONNECTIONS, _CONNECTIONS_CLOSED, _CONNECTIONS_REJECTED, _HANDLER_ERRORS, _ACCEPT_ERRORS,
- _IDLE_CLOSED, _DRAIN_FINISHED, _DRAIN_CUT, _BYTES_RECEIVED_CLOSED,
- _BYTES_SENT_CLOSED) = range(len(_FIELDS))
+# What the methods below add to: each field's cell, found by name in the declaration.
+_CONNECTIONS = FIELDS.index("connections_total")
+_CONNECTIONS_CLOSED = FIELDS.index("connections_closed_total")
+_CONNECTIONS_REJECTED = FIELDS.index("connections_rejected_total")
+_HANDLER_ERRORS = FIELDS.index("handler_errors_total")
+_ACCEPT_ERRORS = FIELDS.index("accept_errors_total")
+_IDLE_CLOSED = FIELDS.index("idle_closed_total")
+_DRAIN_FINISHED = FIELDS.index("drain_finished_total")
+_DRAIN_CUT = FIELDS.index("drain_cut_total")
+_BYTES_RECEIVED_CLOSED = FIELDS.index("bytes_received_closed")
+_BYTES_SENT_CLOSED = FIELDS.index("bytes_sent_closed")
 
 
 class Meter:
@@ -67,59 +73,19 @@ class Counters:
     ``Counters()`` keeps them in the object.  ``Counters(buffer)`` keeps them in ``buffer``: a
     writable, C-contiguous buffer of at least ``SIZE`` bytes starting on an 8-byte boundary,
     whose first ``SIZE`` bytes hold one native unsigned 64-bit integer per name of ``FIELDS``,
-    in that order.  The values already there are the starting totals (zero a fresh slot); the
-    buffer's exporter is held, and cannot be resized or closed, while the Counters lives.
+    in that order, each read as the attribute of that name.  The values already there are the
+    starting totals (zero a fresh slot); the buffer's exporter is held, and cannot be resized
+    or closed, while the Counters lives.
     """
 
-    FIELDS = _FIELDS
-    SIZE = len(_FIELDS) * _CELL
+    FIELDS = FIELDS
+    SIZE = len(FIELDS) * _CELL
 
     __slots__ = ("_lock", "_cells")
 
     def __init__(self, buffer=None):
         self._lock = threading.Lock()
         self._cells = _cells_of(bytearray(self.SIZE) if buffer is None else buffer, self.SIZE)
-
-    @property
-    def connections_total(self):
-        return self._cells[_CONNECTIONS]
-
-    @property
-    def connections_closed_total(self):
-        return self._cells[_CONNECTIONS_CLOSED]
-
-    @property
-    def connections_rejected_total(self):
-        return self._cells[_CONNECTIONS_REJECTED]
-
-    @property
-    def handler_errors_total(self):
-        return self._cells[_HANDLER_ERRORS]
-
-    @property
-    def accept_errors_total(self):
-        return self._cells[_ACCEPT_ERRORS]
-
-    @property
-    def idle_closed_total(self):
-        return self._cells[_IDLE_CLOSED]
-
-    @property
-    def drain_finished_total(self):
-        return self._cells[_DRAIN_FINISHED]
-
-    @property
-    def drain_cut_total(self):
-        return self._cells[_DRAIN_CUT]
-
-    # Bytes of connections that have ended; the live ones are still in their meters.
-    @property
-    def bytes_received_closed(self):
-        return self._cells[_BYTES_RECEIVED_CLOSED]
-
-    @property
-    def bytes_sent_closed(self):
-        return self._cells[_BYTES_SENT_CLOSED]
 
     def _add(self, index, amount):
         cells = self._cells
@@ -154,3 +120,14 @@ class Counters:
             cells[_CONNECTIONS_CLOSED] = (cells[_CONNECTIONS_CLOSED] + 1) & _WRAP
             cells[_BYTES_RECEIVED_CLOSED] = (cells[_BYTES_RECEIVED_CLOSED] + meter.received) & _WRAP
             cells[_BYTES_SENT_CLOSED] = (cells[_BYTES_SENT_CLOSED] + meter.sent) & _WRAP
+
+
+def _total(index):
+    """The read-only attribute of the field in cell ``index``."""
+    return property(lambda counters: counters._cells[index],
+                    doc="The total of field %r." % FIELDS[index])
+
+
+for _index, _name in enumerate(FIELDS):
+    setattr(Counters, _name, _total(_index))
+del _index, _name

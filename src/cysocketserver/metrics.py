@@ -10,6 +10,7 @@ serves them (``GET /metrics``).
 The names follow Prometheus' conventions: a ``cysocketserver_`` prefix, base units (seconds,
 bytes), ``_total`` on counters, and each series labelled with the server it belongs to.
 """
+from ._counterfields import DECLARED
 from ._version import __version__
 from .handlers import StreamRequestHandler
 from .mixins import ThreadingMixIn
@@ -19,29 +20,15 @@ __all__ = ["prometheus_text", "MetricsServer", "CONTENT_TYPE"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-# stats() key -> (metric name, type, help, extra labels)
+# stats() key -> (metric name, type, help, extra labels); the counters' series are declared with
+# the counters (_counterfields).
 _SERIES = (
     ("connections_active", "cysocketserver_connections_active", "gauge",
      "Connections open now.", None),
-    ("connections_total", "cysocketserver_connections_total", "counter",
-     "Stream connections accepted.", None),
-    ("connections_rejected_total", "cysocketserver_connections_rejected_total", "counter",
-     "Connections closed at once by max_connections_per_client.", None),
-    ("idle_closed_total", "cysocketserver_connections_idle_closed_total", "counter",
-     "Connections closed by idle_timeout.", None),
-    ("drain_finished_total", "cysocketserver_drained_connections_total", "counter",
-     "Connections open when server_close() began draining, by how they ended.",
-     ("outcome", "finished")),
-    ("drain_cut_total", "cysocketserver_drained_connections_total", "counter", None,
-     ("outcome", "cut")),
-    ("handler_errors_total", "cysocketserver_handler_errors_total", "counter",
-     "Exceptions passed to handle_error().", None),
-    ("accept_errors_total", "cysocketserver_accept_errors_total", "counter",
-     "Failed accept() or recvfrom() calls.", None),
-    ("bytes_received_total", "cysocketserver_received_bytes_total", "counter",
-     "Bytes received through the handlers' streams.", None),
-    ("bytes_sent_total", "cysocketserver_sent_bytes_total", "counter",
-     "Bytes sent through the handlers' streams.", None),
+) + tuple(
+    (field.key, field.metric, "counter", field.help, field.label)
+    for field in DECLARED if field.key is not None
+) + (
     ("uptime_seconds", "cysocketserver_uptime_seconds", "gauge",
      "Seconds since the server was built.", None),
     ("threads_running", "cysocketserver_threads_running", "gauge",

@@ -14,8 +14,6 @@ A cut is ``shutdown(SHUT_RDWR)`` on the connection's socket: a read the handler 
 returns end-of-stream (b"") in a thread and in a greenlet alike, a write fails, and the handler
 then ends and releases the connection as usual.
 """
-import math
-import numbers
 import socket
 import struct
 import sys
@@ -23,6 +21,8 @@ import threading
 import weakref
 from time import monotonic
 from typing import Optional
+
+from .settings import checked, positive_int, seconds
 
 __all__ = ["GUARDS", "Guards", "settings", "check", "attach", "IdleSweep", "idle_seconds",
            "drain", "NAP"]
@@ -62,42 +62,17 @@ class Guards:
         return any(getattr(self, name) is not None for name in GUARDS)
 
 
-def _count(server, name):
-    value = getattr(server, name, None)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError("%s.%s must be an int or None, not %r"
-                        % (type(server).__name__, name, value))
-    if value < 1:
-        raise ValueError("%s.%s must be at least 1 (or None for no limit), not %r"
-                         % (type(server).__name__, name, value))
-    return int(value)
-
-
-def _seconds(server, name, zero_ok):
-    value = getattr(server, name, None)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError("%s.%s must be a number of seconds or None, not %r"
-                        % (type(server).__name__, name, value))
-    value = float(value)
-    if math.isnan(value) or value < 0 or (value == 0 and not zero_ok) or math.isinf(value):
-        raise ValueError("%s.%s must be a finite number of seconds %s 0 (or None for off), "
-                         "not %r" % (type(server).__name__, name, ">=" if zero_ok else ">",
-                                     getattr(server, name)))
-    return value
-
-
 def settings(server):
     """The server's guards as they are now, checked: TypeError or ValueError for a bad value."""
     guards = Guards({
-        "max_connections": _count(server, "max_connections"),
-        "max_connections_per_client": _count(server, "max_connections_per_client"),
-        "idle_timeout": _seconds(server, "idle_timeout", zero_ok=False),
+        "max_connections": checked(server, "max_connections", positive_int,
+                                   none_means="no limit"),
+        "max_connections_per_client": checked(server, "max_connections_per_client",
+                                              positive_int, none_means="no limit"),
+        "idle_timeout": checked(server, "idle_timeout", seconds, none_means="off"),
         # 0: cut every connection at once.
-        "drain_timeout": _seconds(server, "drain_timeout", zero_ok=True),
+        "drain_timeout": checked(server, "drain_timeout", seconds, zero_ok=True,
+                                 none_means="off"),
     })
     if not guards.any:
         return guards

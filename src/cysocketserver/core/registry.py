@@ -144,13 +144,6 @@ class ConnectionRegistry:
         entry = self._live.get(id(request))
         return None if entry is None else entry.meter
 
-    def claim(self, request):
-        """Record that the current thread (or greenlet, by the caller) now runs the request."""
-        entry = self._live.get(id(request))
-        if entry is not None:
-            entry.holder = threading.current_thread()
-        return entry
-
     def cut(self, entries):
         """End the connections still live among ``entries`` whatever their handlers are doing:
         ``shutdown(SHUT_RDWR)``, so a pending read returns end-of-stream and a pending write
@@ -184,17 +177,3 @@ class ConnectionRegistry:
 
     def __iter__(self):
         return iter(list(self._live.values()))
-
-    def prune(self):
-        """Forget connections whose socket was closed without going through the policy (a
-        process_request() of the user's that shut it down itself); returns how many."""
-        closed = [key for key, entry in list(self._live.items())
-                  if getattr(entry.request, "fileno", lambda: -1)() == -1]
-        with self._lock:
-            for key in closed:
-                entry = self._live.pop(key, None)
-                if entry is not None:
-                    self._forget_peer(entry)
-                    # Ended all the same: the open count and the byte totals must include it.
-                    self.counters.fold(entry.meter)
-        return len(closed)

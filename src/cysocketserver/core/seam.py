@@ -76,26 +76,20 @@ class Meter(Protocol):
 class Counters(Protocol):
     """A server's totals.  Each update is atomic: handler threads call them concurrently.
 
-    ``Counters(buffer=None)``: with a buffer (writable, C-contiguous, 8-byte aligned, at least
-    ``SIZE`` bytes, e.g. a slice of a shared anonymous mmap) the totals live there as native
-    unsigned 64-bit integers in ``FIELDS`` order, and its current values are the starting
-    totals.  One process writes a buffer; others may read it (cast("Q")) as it changes.
-    ``connections_total - connections_closed_total`` is the number of open connections (read
-    the closed count first: a connection is counted open before it is counted closed)."""
+    One read-only total per field declared in ``_counterfields``, an attribute of its name;
+    ``FIELDS`` names them in order.  ``Counters(buffer=None)``: with a buffer (writable,
+    C-contiguous, 8-byte aligned, at least ``SIZE`` bytes, e.g. a slice of a shared anonymous
+    mmap) the totals live there as native unsigned 64-bit integers in ``FIELDS`` order, and its
+    current values are the starting totals.  One process writes a buffer; others may read it
+    (cast("Q")) as it changes.  ``connections_total - connections_closed_total`` is the number
+    of open connections (read the closed count first: a connection is counted open before it
+    is counted closed)."""
 
     FIELDS: ClassVar[Tuple[str, ...]]
     SIZE: ClassVar[int]
 
-    connections_total: int
-    connections_closed_total: int
-    connections_rejected_total: int
-    handler_errors_total: int
-    accept_errors_total: int
-    idle_closed_total: int
-    drain_finished_total: int
-    drain_cut_total: int
-    bytes_received_closed: int
-    bytes_sent_closed: int
+    def __getattr__(self, field: str) -> int:
+        """The total of ``field``, one of ``FIELDS``."""
 
     def connection_opened(self) -> None: ...
     def connection_rejected(self) -> None: ...

@@ -2,25 +2,24 @@
 registry, its counters (kept in the engine) and its concurrency model."""
 from time import monotonic
 
-__all__ = ["snapshot", "COUNTERS"]
+from .._counterfields import DECLARED
 
-# The running totals, as stats() names them, and where each comes from on the counters.
-COUNTERS = (
-    ("connections_total", "connections_total"),
-    ("connections_rejected_total", "connections_rejected_total"),
-    ("handler_errors_total", "handler_errors_total"),
-    ("accept_errors_total", "accept_errors_total"),
-    ("idle_closed_total", "idle_closed_total"),
-    ("drain_finished_total", "drain_finished_total"),
-    ("drain_cut_total", "drain_cut_total"),
-)
+__all__ = ["snapshot", "counter_figures"]
+
+
+def counter_figures(totals):
+    """The counters' figures as ``stats()`` names them, from ``totals``: field name -> total
+    (a field missing from it counts 0)."""
+    return {field.key: totals.get(field.name, 0) for field in DECLARED if field.key is not None}
 
 
 def snapshot(server):
     """The figures of ``server`` now (see BaseServer.stats)."""
     registry = server._connection_registry
     counters = registry.counters
-    received, sent = registry.byte_totals()
+    totals = {field.name: getattr(counters, field.name) for field in DECLARED}
+    # The byte totals with the bytes of the connections still open (in their meters).
+    totals["bytes_received_closed"], totals["bytes_sent_closed"] = registry.byte_totals()
     model = server._model
     figures = {
         "server": type(server).__name__,
@@ -29,9 +28,6 @@ def snapshot(server):
         "uptime_seconds": monotonic() - server._started_at,
         "connections_active": len(registry),
     }
-    for name, attribute in COUNTERS:
-        figures[name] = getattr(counters, attribute)
-    figures["bytes_received_total"] = received
-    figures["bytes_sent_total"] = sent
+    figures.update(counter_figures(totals))
     figures.update(model.stats())
     return figures

@@ -1,12 +1,11 @@
 """PreforkMixIn: a server served by several worker processes, with a supervising parent."""
-import math
-import numbers
 import os
 import socket
 from time import monotonic
 from typing import Optional
 
-from ..core.stats import COUNTERS
+from ..core.settings import checked, choice, positive_int, seconds, whole_number
+from ..core.stats import counter_figures
 from . import listeners
 from .listeners import BALANCING
 from .supervisor import Supervisor
@@ -35,44 +34,21 @@ class Settings:
     max_requests_jitter: int
 
 
-def _whole(server, name, minimum, allow_none):
-    value = getattr(server, name)
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError("%s.%s must be a whole number%s, not %r"
-                        % (type(server).__name__, name, " or None" if allow_none else "", value))
-    if value < minimum:
-        raise ValueError("%s.%s must be at least %d, not %r"
-                         % (type(server).__name__, name, minimum, value))
-    return int(value)
-
-
 def settings(server, poll_interval):
     """The server's prefork settings, checked (TypeError/ValueError for a bad one)."""
     name = type(server).__name__
     result = Settings()
-    workers = _whole(server, "workers", 1, True)
+    workers = checked(server, "workers", positive_int, none_means="one per CPU")
     result.workers = default_workers() if workers is None else workers
-    if server.balancing not in BALANCING:
-        raise ValueError("%s.balancing must be one of %s, not %r"
-                         % (name, ", ".join(map(repr, BALANCING)), server.balancing))
-    result.balancing = server.balancing
-    timeout = server.worker_timeout
-    if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
-            raise TypeError("%s.worker_timeout must be seconds or None, not %r" % (name, timeout))
-        timeout = float(timeout)
-        if not (timeout > 0 and math.isfinite(timeout)):
-            raise ValueError("%s.worker_timeout must be a finite number of seconds > 0, not %r"
-                             % (name, server.worker_timeout))
-        if poll_interval is not None and timeout <= 2 * poll_interval:
-            raise ValueError("%s.worker_timeout (%s s) must exceed twice serve_forever()'s "
-                             "poll_interval (%s s): a worker's heartbeat comes once per "
-                             "poll_interval" % (name, timeout, poll_interval))
+    result.balancing = checked(server, "balancing", choice, BALANCING)
+    timeout = checked(server, "worker_timeout", seconds, none_means="off")
+    if timeout is not None and poll_interval is not None and timeout <= 2 * poll_interval:
+        raise ValueError("%s.worker_timeout (%s s) must exceed twice serve_forever()'s "
+                         "poll_interval (%s s): a worker's heartbeat comes once per "
+                         "poll_interval" % (name, timeout, poll_interval))
     result.worker_timeout = timeout
-    result.max_requests = _whole(server, "max_requests", 1, True)
-    result.max_requests_jitter = _whole(server, "max_requests_jitter", 0, False)
+    result.max_requests = checked(server, "max_requests", positive_int, none_means="off")
+    result.max_requests_jitter = checked(server, "max_requests_jitter", whole_number, 0)
     if result.max_requests is not None and server.socket_type != socket.SOCK_STREAM:
         raise ValueError("%s.max_requests counts connections; a datagram server has none"
                          % name)
@@ -226,10 +202,7 @@ class PreforkMixIn:
             "uptime_seconds": monotonic() - self._started_at,
             "connections_active": sum(row["connections_active"] for row in rows),
         }
-        for name, attribute in COUNTERS:
-            figures[name] = totals.get(attribute, 0)
-        figures["bytes_received_total"] = totals.get("bytes_received_closed", 0)
-        figures["bytes_sent_total"] = totals.get("bytes_sent_closed", 0)
+        figures.update(counter_figures(totals))
         figures["workers"] = target
         figures["workers_serving"] = sum(1 for row in rows if row["state"] == "serving")
         figures["worker_restarts_total"] = sum(row["restarts"] for row in rows)
