@@ -107,6 +107,15 @@ def test_public_names():
     assert cysocketserver.GreenletTCPServer.block_on_close is True
 
 
+
+def test_public_names_say_what_they_do():
+    for name in greenlets.__all__:
+        assert getattr(greenlets, name).__doc__, name
+    # A handler that blocks the thread holds every client: the help says so, and what to use.
+    for doc in (greenlets.GreenletMixIn.__doc__, greenlets.GreenletTCPServer.__doc__):
+        for word in ("time.sleep()", "blocking", "sleep()", "connect()", "to_thread()"):
+            assert word in doc, word
+
 def test_missing_greenlet_says_how_to_get_it():
     code = (
         "import sys\n"
@@ -773,6 +782,35 @@ def test_to_thread(gl):
     # Outside a server too (the main greenlet of this thread waits on the hub).
     assert gl.to_thread(blocking, 0.01, result=5)[0] == 5
 
+
+
+def test_to_thread_limit_assigned_on_greenlets_takes_effect(gl, monkeypatch):
+    # The README's setting: cysocketserver.greenlets.TO_THREAD_MAX_THREADS, read at each call.
+    from cysocketserver.threadpool import WorkerPool
+
+    default = greenlets.TO_THREAD_MAX_THREADS
+    pool = WorkerPool(8, name="test-green-to_thread")
+    monkeypatch.setattr(greenlets, "_to_thread_pool", pool)
+    monkeypatch.setattr(greenlets, "TO_THREAD_MAX_THREADS", 1)
+    workers = []
+
+    def caller():
+        workers.append(greenlets.to_thread(lambda: (time.sleep(0.05), threading.get_ident())[1]))
+
+    try:
+        for _ in range(4):
+            greenlets.spawn(caller)
+        deadline = time.monotonic() + TIMEOUT
+        while len(workers) < 4 and time.monotonic() < deadline:
+            greenlets.sleep(0.01)
+        assert len(workers) == 4
+        assert pool.max_threads == 1
+        assert len(set(workers)) == 1
+    finally:
+        pool.shutdown(wait=True, timeout=TIMEOUT)
+    monkeypatch.undo()
+    assert greenlets.TO_THREAD_MAX_THREADS == default
+    assert greenlets._to_thread_pool is not pool
 
 def test_proxy_through_connect(gl):
     upstream = type("U", (Backlog, gl.ThreadingTCPServer), {})((HOST, 0), LineEcho)
