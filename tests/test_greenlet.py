@@ -36,6 +36,7 @@ pytest.importorskip("greenlet")
 import cysocketserver  # noqa: E402
 import cysocketserver.greenlets as greenlets  # noqa: E402
 import cysocketserver.handlers as handlers  # noqa: E402
+from cysocketserver.models.greenlet import greenlet_state  # noqa: E402
 
 SUPPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support_greenlet.py")
 needs_unix = pytest.mark.skipif(not HAVE_UNIX, reason="needs AF_UNIX")
@@ -355,7 +356,7 @@ def test_block_on_close_waits_for_handlers(gl):
     server = gl.GreenletTCPServer((HOST, 0), H)
     serve = start_thread(server.serve_forever, 0.02)
     with connect(server.server_address):
-        assert wait_for(lambda: server._greenlet_state.handlers)
+        assert wait_for(lambda: greenlet_state(server).handlers)
         start = time.monotonic()
         bounded_shutdown(server)
         assert time.monotonic() - start < 0.3, "shutdown() waited for the handler"
@@ -423,7 +424,7 @@ def test_block_on_close_false_shuts_down_requests_of_unstarted_handlers(gl):
         join_or_fail(start_thread(serve_then_close))
         assert recv_until_eof(c) == b""
     assert handled == [] and len(shut) == 1
-    assert not server._greenlet_state.handlers
+    assert not greenlet_state(server).handlers
 
 
 def test_shutdown_is_prompt(gl):
@@ -506,7 +507,7 @@ def test_shutdown_under_load(gl):
     join_or_fail(serve)
     server.server_close()
     assert len(outcomes) == 20 and all(outcomes), outcomes
-    assert not server._greenlet_state.handlers
+    assert not greenlet_state(server).handlers
     # The listener is closed: new clients are refused.
     with pytest.raises(OSError):
         connect(server.server_address).close()

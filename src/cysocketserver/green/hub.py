@@ -7,14 +7,11 @@ import os
 import threading
 
 from .. import _engine
+from .._hubcommon import POLLIN, POLLOUT  # the events Hub.wait_fd() waits for
 
 __all__ = ["POLLIN", "POLLOUT", "get_hub", "existing_hub", "io_done", "sleep", "spawn"]
 
-# The events Hub.wait_fd() waits for (poll(2)'s bits).
-POLLIN = 1
-POLLOUT = 4
-
-_tls = threading.local()
+_tls = threading.local()  # .hub: this thread's hub; .owner: its _HubOwner
 
 
 class _HubOwner:

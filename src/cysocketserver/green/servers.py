@@ -70,12 +70,8 @@ class GreenletMixIn:
         # The listener is waited on through the hub, so the handlers run meanwhile.
         return _engine.current().ServeLoop(HubWaiter())
 
-    @property
-    def _greenlet_state(self):
-        return greenlet_state(self)
-
     def _enter_hub(self):
-        st = self._greenlet_state
+        st = greenlet_state(self)
         hub = get_hub()
         st.hub = hub
         hub.block_warning = _block_warning(self)
@@ -117,7 +113,7 @@ class GreenletMixIn:
         From another thread this waits as the stdlib's does; from a handler on the hub, the
         handler waits (cooperatively) until the loop has stopped.
         """
-        st = self._greenlet_state
+        st = greenlet_state(self)
         hub = st.hub
         if hub is None or hub.thread_ident != threading.get_ident():
             self._loop.shutdown()
@@ -155,7 +151,7 @@ class GreenletMixIn:
             self._greenlet_done(getcurrent())
 
     def _greenlet_done(self, glet):
-        st = self._greenlet_state
+        st = greenlet_state(self)
         st.handlers.pop(glet, None)
         if not st.handlers:
             st.idle.set()
@@ -218,7 +214,7 @@ class GreenletMixIn:
         """Close the server; then, in the hub's thread, wait for the handlers (block_on_close)
         or end them with GreenletExit."""
         super().server_close()
-        st = self._greenlet_state
+        st = greenlet_state(self)
         hub = st.hub
         if not st.handlers or hub is None:
             return
