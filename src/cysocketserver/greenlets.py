@@ -72,7 +72,9 @@ class _FrontModule(types.ModuleType):
     _to_thread_pool = _setting_of(_to_thread_module, "_to_thread_pool")
 
     def __dir__(self):
-        return sorted(set(super().__dir__()) | {"TO_THREAD_MAX_THREADS", "_to_thread_pool"})
+        settings = {name for name, value in vars(_FrontModule).items()
+                    if isinstance(value, property)}
+        return sorted(set(super().__dir__()) | settings)
 
 
 sys.modules[__name__].__class__ = _FrontModule
