@@ -39,6 +39,7 @@ def scale_server():
     import gc
 
     import cysocketserver
+    from cysocketserver.models.greenlet import greenlet_state
 
     raise_nofile()
     idents = set()
@@ -50,7 +51,7 @@ def scale_server():
                 if line == b"STATS\n":
                     gc.collect()
                     stats = {
-                        "handlers": len(server._greenlet_state.handlers),
+                        "handlers": len(greenlet_state(server).handlers),
                         "threads": threading.active_count(),
                         "idents": len(idents),
                         "rss": rss_bytes(),

@@ -36,6 +36,7 @@ pytest.importorskip("greenlet")
 import cysocketserver  # noqa: E402
 import cysocketserver.greenlets as greenlets  # noqa: E402
 import cysocketserver.handlers as handlers  # noqa: E402
+from cysocketserver.models.greenlet import greenlet_state  # noqa: E402
 
 SUPPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support_greenlet.py")
 needs_unix = pytest.mark.skipif(not HAVE_UNIX, reason="needs AF_UNIX")
@@ -106,6 +107,15 @@ def test_public_names():
     assert issubclass(cysocketserver.GreenletTCPServer, cysocketserver.TCPServer)
     assert cysocketserver.GreenletTCPServer.block_on_close is True
 
+
+
+def test_public_names_say_what_they_do():
+    for name in greenlets.__all__:
+        assert getattr(greenlets, name).__doc__, name
+    # A handler that blocks the thread holds every client: the help says so, and what to use.
+    for doc in (greenlets.GreenletMixIn.__doc__, greenlets.GreenletTCPServer.__doc__):
+        for word in ("time.sleep()", "blocking", "sleep()", "connect()", "to_thread()"):
+            assert word in doc, word
 
 def test_missing_greenlet_says_how_to_get_it():
     code = (
@@ -346,7 +356,7 @@ def test_block_on_close_waits_for_handlers(gl):
     server = gl.GreenletTCPServer((HOST, 0), H)
     serve = start_thread(server.serve_forever, 0.02)
     with connect(server.server_address):
-        assert wait_for(lambda: server._greenlet_state.handlers)
+        assert wait_for(lambda: greenlet_state(server).handlers)
         start = time.monotonic()
         bounded_shutdown(server)
         assert time.monotonic() - start < 0.3, "shutdown() waited for the handler"
@@ -414,7 +424,7 @@ def test_block_on_close_false_shuts_down_requests_of_unstarted_handlers(gl):
         join_or_fail(start_thread(serve_then_close))
         assert recv_until_eof(c) == b""
     assert handled == [] and len(shut) == 1
-    assert not server._greenlet_state.handlers
+    assert not greenlet_state(server).handlers
 
 
 def test_shutdown_is_prompt(gl):
@@ -497,7 +507,7 @@ def test_shutdown_under_load(gl):
     join_or_fail(serve)
     server.server_close()
     assert len(outcomes) == 20 and all(outcomes), outcomes
-    assert not server._greenlet_state.handlers
+    assert not greenlet_state(server).handlers
     # The listener is closed: new clients are refused.
     with pytest.raises(OSError):
         connect(server.server_address).close()
@@ -773,6 +783,35 @@ def test_to_thread(gl):
     # Outside a server too (the main greenlet of this thread waits on the hub).
     assert gl.to_thread(blocking, 0.01, result=5)[0] == 5
 
+
+
+def test_to_thread_limit_assigned_on_greenlets_takes_effect(gl, monkeypatch):
+    # The README's setting: cysocketserver.greenlets.TO_THREAD_MAX_THREADS, read at each call.
+    from cysocketserver.threadpool import WorkerPool
+
+    default = greenlets.TO_THREAD_MAX_THREADS
+    pool = WorkerPool(8, name="test-green-to_thread")
+    monkeypatch.setattr(greenlets, "_to_thread_pool", pool)
+    monkeypatch.setattr(greenlets, "TO_THREAD_MAX_THREADS", 1)
+    workers = []
+
+    def caller():
+        workers.append(greenlets.to_thread(lambda: (time.sleep(0.05), threading.get_ident())[1]))
+
+    try:
+        for _ in range(4):
+            greenlets.spawn(caller)
+        deadline = time.monotonic() + TIMEOUT
+        while len(workers) < 4 and time.monotonic() < deadline:
+            greenlets.sleep(0.01)
+        assert len(workers) == 4
+        assert pool.max_threads == 1
+        assert len(set(workers)) == 1
+    finally:
+        pool.shutdown(wait=True, timeout=TIMEOUT)
+    monkeypatch.undo()
+    assert greenlets.TO_THREAD_MAX_THREADS == default
+    assert greenlets._to_thread_pool is not pool
 
 def test_proxy_through_connect(gl):
     upstream = type("U", (Backlog, gl.ThreadingTCPServer), {})((HOST, 0), LineEcho)

@@ -30,12 +30,15 @@ _TOP_LEVEL = {
     "_loadgen": "services",   # the bench's compiled load client
 }
 _SUBPACKAGES = {
-    "includes": "engine", "engine": "engine",
+    "includes": "engine",
     "core": "core",
-    "models": "models",
-    "green": "public",
+    # The greenlet model's runtime (each thread's hub, the cooperative socket, to_thread, the
+    # loop's waiter) is part of the dispatch models; its servers are public classes.
+    "models": "models", "green": "models",
     "cli": "services", "prefork": "services", "bench": "services",
 }
+# Modules of a subpackage whose layer is not the subpackage's.
+_MODULES = {"cysocketserver.green.servers": "public"}
 
 
 def layer_of(module):
@@ -45,6 +48,8 @@ def layer_of(module):
         return None
     if len(parts) == 1:
         return "front"
+    if module in _MODULES:
+        return _MODULES[module]
     name = parts[1]
     if len(parts) > 2 or name in _SUBPACKAGES:
         if name not in _SUBPACKAGES:

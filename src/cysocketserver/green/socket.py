@@ -1,0 +1,261 @@
+"""``GreenSocket``, the cooperative ``socket.socket``, and ``connect()``, which makes one.
+
+A call that would block parks the greenlet on this thread's hub instead of the thread.
+"""
+import errno
+import os
+import socket
+from time import monotonic
+
+import _socket
+
+from .hub import POLLIN, POLLOUT, existing_hub, get_hub, io_done
+from .to_thread import to_thread
+
+__all__ = ["GreenSocket", "connect", "as_green_socket"]
+
+# What connect_ex() answers while a non-blocking connect() is under way.
+_CONNECTING = frozenset(
+    code for code in (getattr(errno, name, None)
+                      for name in ("EINPROGRESS", "EAGAIN", "EWOULDBLOCK", "EALREADY"))
+    if code is not None
+)
+# The C methods, called on a GreenSocket past its own overrides.
+_ss = _socket.socket
+
+
+class GreenSocket(socket.socket):
+    """A ``socket.socket`` whose blocking calls park the greenlet instead of the thread.
+
+    The descriptor itself is non-blocking; ``settimeout()``/``gettimeout()`` keep the timeout
+    you set, and a call that runs out of it raises ``TimeoutError('timed out')`` as the
+    stdlib's does.  The compiled ``rfile``/``wfile`` drive the descriptor directly and wait
+    through ``_cysocketserver_wait``.  On a greenlet server, the bytes its recv/send methods
+    move are counted in the server's ``stats()`` (``_meter``).
+    """
+
+    __slots__ = ("_coop_timeout", "_hub", "_meter")
+
+    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+        super().__init__(family, type, proto, fileno)
+        self._hub = None
+        self._meter = None
+        self._coop_timeout = socket.getdefaulttimeout()
+        _ss.settimeout(self, 0.0)
+        hub = existing_hub()
+        if hub is not None:
+            # A descriptor number closed behind the hub's back may be this one now.
+            hub.forget_fd(_ss.fileno(self))
+
+    @classmethod
+    def from_socket(cls, sock):
+        """Take over a plain socket.socket (which is detached), keeping its timeout."""
+        timeout = sock.gettimeout()
+        new = cls(sock.family, sock.type, sock.proto, sock.detach())
+        new._coop_timeout = timeout
+        return new
+
+    # -- waiting --------------------------------------------------------------------------------
+
+    @property
+    def _cysocketserver_wait(self):
+        """``wait(fd, events, deadline)``: park until fd is ready for events (POLLIN/POLLOUT) or
+        until the time.monotonic() deadline (< 0: none); True if it timed out.
+
+        The current thread's hub's own method, so that the compiled rfile/wfile, which take it
+        once, call straight into the hub.
+        """
+        hub = self._hub
+        if hub is None or hub is not existing_hub():
+            # First use, another thread's hub, or one left behind by fork().
+            hub = self._hub = get_hub()
+        return hub.wait_fd
+
+    def _io(self, method, events, *args):
+        try:
+            result = method(self, *args)
+        except BlockingIOError:
+            timeout = self._coop_timeout
+            if timeout == 0.0:
+                raise
+        else:
+            io_done()
+            return result
+        deadline = -1.0 if timeout is None else monotonic() + timeout
+        while True:
+            if self._cysocketserver_wait(_ss.fileno(self), events, deadline):
+                raise TimeoutError("timed out")
+            try:
+                result = method(self, *args)
+            except BlockingIOError:
+                pass
+            else:
+                io_done()
+                return result
+
+    # -- timeouts -------------------------------------------------------------------------------
+
+    def settimeout(self, value, /):
+        _ss.settimeout(self, value)  # validated (and converted) as the stdlib does
+        self._coop_timeout = _ss.gettimeout(self)
+        _ss.settimeout(self, 0.0)
+
+    def gettimeout(self):
+        return self._coop_timeout
+
+    def setblocking(self, flag, /):
+        self.settimeout(None if flag else 0.0)
+
+    def getblocking(self):
+        return self._coop_timeout != 0.0
+
+    @property
+    def timeout(self):
+        return self._coop_timeout
+
+    # -- the blocking calls -----------------------------------------------------------------------
+
+    def recv(self, bufsize, flags=0, /):
+        data = self._io(_ss.recv, POLLIN, bufsize, flags)
+        if self._meter is not None:
+            self._meter.received += len(data)
+        return data
+
+    def recv_into(self, buffer, nbytes=0, flags=0):
+        got = self._io(_ss.recv_into, POLLIN, buffer, nbytes, flags)
+        if self._meter is not None:
+            self._meter.received += got
+        return got
+
+    def recvfrom(self, bufsize, flags=0, /):
+        return self._io(_ss.recvfrom, POLLIN, bufsize, flags)
+
+    def recvfrom_into(self, buffer, nbytes=0, flags=0):
+        return self._io(_ss.recvfrom_into, POLLIN, buffer, nbytes, flags)
+
+    def send(self, data, flags=0, /):
+        sent = self._io(_ss.send, POLLOUT, data, flags)
+        if self._meter is not None:
+            self._meter.sent += sent
+        return sent
+
+    def sendto(self, data, /, *flags_and_address):
+        return self._io(_ss.sendto, POLLOUT, data, *flags_and_address)
+
+    def sendall(self, data, flags=0, /):
+        with memoryview(data) as view, view.cast("B") as remaining:
+            total = len(remaining)
+            sent = 0
+            deadline = None
+            try:
+                while sent < total:
+                    try:
+                        sent += _ss.send(self, remaining[sent:], flags)
+                        io_done()
+                        continue
+                    except BlockingIOError:
+                        timeout = self._coop_timeout
+                        if timeout == 0.0:
+                            raise
+                    if deadline is None:
+                        deadline = -1.0 if timeout is None else monotonic() + timeout
+                    if self._cysocketserver_wait(_ss.fileno(self), POLLOUT, deadline):
+                        raise TimeoutError("timed out")
+            finally:
+                if self._meter is not None:
+                    self._meter.sent += sent
+
+    def sendfile(self, file, offset=0, count=None):
+        """Send a file's bytes with send(), which parks the greenlet where os.sendfile()
+        would wait in a selector; returns the number of bytes sent."""
+        return self._sendfile_use_send(file, offset, count)
+
+    def accept(self):
+        """Wait (cooperatively) for a connection: returns (GreenSocket, address)."""
+        fd, address = self._io(_ss._accept, POLLIN)
+        return GreenSocket(self.family, self.type, self.proto, fileno=fd), address
+
+    def connect(self, address, /):
+        """Connect to ``address``, parking the greenlet until done or the timeout runs out."""
+        err = _ss.connect_ex(self, address)
+        if err == 0:
+            return
+        if err not in _CONNECTING:
+            raise OSError(err, os.strerror(err))
+        timeout = self._coop_timeout
+        if timeout == 0.0:
+            raise BlockingIOError(err, os.strerror(err))
+        deadline = -1.0 if timeout is None else monotonic() + timeout
+        if self._cysocketserver_wait(_ss.fileno(self), POLLOUT, deadline):
+            raise TimeoutError("timed out")
+        err = self.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+
+    def connect_ex(self, address, /):
+        try:
+            self.connect(address)
+        except TimeoutError:
+            return errno.EAGAIN
+        except OSError as exc:
+            if exc.errno is None:
+                raise
+            return exc.errno
+        return 0
+
+    # -- closing ----------------------------------------------------------------------------------
+
+    def _forget(self):
+        hub = self._hub
+        fd = _ss.fileno(self)
+        if hub is not None and fd >= 0:
+            hub.forget_fd(fd)
+
+    def _real_close(self, _ss=_ss):
+        self._forget()
+        _ss.close(self)
+
+    def detach(self):
+        self._forget()
+        return super().detach()
+
+
+def as_green_socket(request):
+    """The request as a cooperative socket (a plain accepted socket is taken over)."""
+    if type(request) is socket.socket:
+        return GreenSocket.from_socket(request)
+    return request
+
+
+def connect(address, timeout=None):
+    """A cooperative socket connected to ``address`` (host, port) or a Unix socket path.
+
+    Like ``socket.create_connection(address, timeout)``: the socket's timeout is ``timeout``.
+    Host names are resolved in a worker thread.
+    """
+    if isinstance(address, (str, bytes)) and hasattr(socket, "AF_UNIX"):
+        candidates = [(socket.AF_UNIX, socket.SOCK_STREAM, 0, address)]
+    else:
+        host, port = address[:2]
+        try:
+            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0,
+                                       socket.AI_NUMERICHOST | socket.AI_NUMERICSERV)
+        except (socket.gaierror, UnicodeError):
+            infos = to_thread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+        candidates = [(af, kind, proto, addr) for af, kind, proto, _name, addr in infos]
+    error = None
+    for family, kind, proto, addr in candidates:
+        sock = GreenSocket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(addr)
+            return sock
+        except OSError as exc:
+            error = exc
+            sock.close()
+    if error is not None:
+        try:
+            raise error
+        finally:
+            error = None
+    raise OSError("getaddrinfo returns an empty list")
