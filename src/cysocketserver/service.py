@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 
-__all__ = ["run", "EXIT_INTERRUPTED", "EXIT_QUIT"]
+__all__ = ["run", "drained", "EXIT_INTERRUPTED", "EXIT_QUIT"]
 
 log = logging.getLogger("cysocketserver")
 
@@ -23,8 +23,9 @@ log = logging.getLogger("cysocketserver")
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_QUIT = 128 + signal.SIGQUIT
 _AT_ONCE = {"SIGINT": EXIT_INTERRUPTED, "SIGQUIT": EXIT_QUIT}
-# How long after its drain deadline a server may take to close before it is left behind.
-_GRACE = 3.0
+# How long after its drain deadline a server may take to close before it is left behind (a
+# prefork parent's workers get a little longer than their drain: see prefork.supervisor).
+_GRACE = 5.0
 # How long a stop at once waits for the servers to close before returning anyway (the
 # process then exits, which closes whatever is left).
 _AT_ONCE_GRACE = 2.0
@@ -91,14 +92,15 @@ def _streams(servers):
             if getattr(server, "socket_type", socket.SOCK_STREAM) == socket.SOCK_STREAM]
 
 
-def drained(servers):
-    """The default last words: what the drain did with the stream connections (a datagram
-    server has no connections, and its datagrams are not counted)."""
+def drained(servers, live):
+    """The default last words: what became of the ``live`` stream connections open when the
+    stop began -- those the drain did not cut finished (a datagram server has no connections,
+    and its datagrams are not counted)."""
     streams = _streams(servers)
     if not streams:
         return ""
-    return "%d connection(s) finished, %d cut" % (_total(streams, "drain_finished_total"),
-                                                  _total(streams, "drain_cut_total"))
+    cut = _total(streams, "drain_cut_total")
+    return "%d connection(s) finished, %d cut" % (max(live - cut, 0), cut)
 
 
 def run(servers, extra=(), ready=None, actions=None, stop_at_once=None, summary=drained):
@@ -109,7 +111,8 @@ def run(servers, extra=(), ready=None, actions=None, stop_at_once=None, summary=
     it then, so that a signal sent on seeing it is handled).  ``actions`` maps other signals
     to a call made in the main thread when one comes (SIGHUP: reload...).  ``stop_at_once``
     stops one server at once (default: a drain_timeout of 0, shutdown(), server_close()).
-    ``summary(servers)`` gives the end of the last line.  Must be called from the main thread
+    ``summary(servers, live)`` gives the end of the last line (``live``: the connections
+    open when the stop began).  Must be called from the main thread
     (it installs the signal handlers).  Returns the exit status: 0 after SIGTERM (or when
     every server stopped serving by itself), 130 after SIGINT, 131 after SIGQUIT, 1 when a
     server's serve_forever() failed.
@@ -135,10 +138,10 @@ def run(servers, extra=(), ready=None, actions=None, stop_at_once=None, summary=
                 break    # every server stopped by itself (a prefork server's upgrade)
             time.sleep(_SLICE)
         began = time.monotonic()
+        live = _total(_streams(servers), "connections_active")
         if not stop.at_once:
-            live = _total(_streams(servers), "connections_active")
             longest = max([server.drain_timeout or 0.0 for server in _streams(servers)] + [0.0])
-            if live and not failures:
+            if live and stop.graceful and not failures:
                 log.info("%s: stopped accepting; draining %d connection(s) for up to %g s "
                          "(Ctrl-C or SIGQUIT cuts them at once)", stop.graceful, live, longest)
             stopping = [_start(_stop_gracefully, server, "stop") for server in servers + extra]
@@ -156,7 +159,7 @@ def run(servers, extra=(), ready=None, actions=None, stop_at_once=None, summary=
             log.error("%s stopped serving: %s: %s", type(server).__name__,
                       type(exc).__name__, exc)
             return 1
-        words = summary(servers)
+        words = summary(servers, live)
         log.info("%sstopped in %.2f s%s", stop.graceful + ": " if stop.graceful else "",
                  time.monotonic() - began, "; " + words if words else "")
         return 0

@@ -264,7 +264,7 @@ def _signals(args, transport):
         term = "SIGTERM: stop, exit 0"
     else:
         term = "SIGTERM: drain up to %g s, exit 0" % args.drain_timeout
-    told = "%s; Ctrl-C: stop at once, exit %d; SIGQUIT: the same, exit %d" % (
+    told = "%s; SIGINT (Ctrl-C): stop at once, exit %d; SIGQUIT: the same, exit %d" % (
         term, service.EXIT_INTERRUPTED, service.EXIT_QUIT)
     if args.workers is not None:
         told += "; SIGHUP: replace the workers"

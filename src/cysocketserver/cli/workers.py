@@ -85,13 +85,13 @@ def serve(server, metrics, ready):
                        stop_at_once=lambda parent: parent.server_close(), summary=summary)
 
 
-def summary(servers):
+def summary(servers, live):
     """The last line's end: connections (for a stream server), workers and restarts."""
     (server,) = servers
     figures = server.stats()
     workers = "%d worker(s), %d restart(s)" % (len(figures["per_worker"]),
                                                figures["worker_restarts_total"])
-    drain = service.drained(servers)
+    drain = service.drained(servers, live)
     if not drain:    # a datagram server: no connections, and its datagrams are not counted
         return workers
     return "%d connection(s) served by %s; %s" % (figures["connections_total"], workers, drain)
