@@ -13,9 +13,10 @@ import pytest
 from support_net import TIMEOUT, request_reply, subprocess_env
 
 
-def read_line(proc, deadline):
+def read_line(proc, deadline, stream=None):
+    """The next line the command writes on stdout (or ``stream``), by ``deadline``."""
     line = b""
-    fd = proc.stdout.fileno()
+    fd = (proc.stdout if stream is None else stream).fileno()
     while not line.endswith(b"\n"):
         left = deadline - time.monotonic()
         assert left > 0, "the command printed nothing in time"
@@ -127,10 +128,20 @@ def stop(proc, sig=signal.SIGTERM):
     return status, proc.stderr.read().decode()
 
 
-def test_version():
-    proc = run_cli("--version")
-    assert proc.returncode == 0
+@pytest.mark.parametrize("command", [[], ["echo"], ["bench"]])
+def test_version(command):
+    proc = run_cli(*command, "--version")
+    assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("cysocketserver ") and "engine" in proc.stdout
+
+
+def test_no_command_prints_the_help_and_a_first_step_then_exits_2():
+    proc = run_cli()
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("usage: python -m cysocketserver")
+    assert "echo" in proc.stderr and "bench" in proc.stderr
+    assert "python -m cysocketserver echo --port 9999" in proc.stderr
+    assert "nc 127.0.0.1 9999" in proc.stderr
 
 
 def test_help_states_the_defaults():
@@ -151,6 +162,7 @@ def test_help_states_the_defaults():
     (["--max-connections", "0"], "must be at least 1"),
     (["--idle-timeout", "-1"], "must be a number of seconds"),
     (["--metrics", "nowhere"], "expected HOST:PORT"),
+    (["--metrics", ":99999"], "port must be a number from 0 to 65535"),
     (["--workers", "0"], "must be at least 1"),
     (["--max-requests", "5"], "only with --workers"),
     (["--workers", "2", "--udp", "--max-requests", "5"], "counts connections"),
@@ -177,7 +189,7 @@ def test_port_in_use_is_one_line_and_exit_2():
 
 
 @pytest.mark.parametrize("server,expected", [
-    ([], "ThreadingTCPServer"), (["--no-threads"], "TCPServer"),
+    ([], "ThreadingTCPServer"),
     (["--server", "pool"], "ThreadPoolTCPServer"), (["--server", "greenlet"], "GreenletTCPServer"),
     (["--server", "sync"], "TCPServer"),
 ])
@@ -236,20 +248,88 @@ def test_unix_socket(short_tmp):
     assert not os.path.exists(path)
 
 
-def test_sigint_drains_and_a_second_sigint_exits_at_once():
+WITH_WORKERS = pytest.mark.parametrize("workers", [[], ["--workers", "2"]],
+                                       ids=["one-process", "workers"])
+
+
+def read_log_line(proc, containing):
+    """The first line on the command's stderr that contains ``containing``, and the lines
+    before it."""
+    deadline = time.monotonic() + TIMEOUT
+    before = []
+    while True:
+        line = read_line(proc, deadline, proc.stderr)
+        if containing in line:
+            return line, before
+        before.append(line)
+
+
+@WITH_WORKERS
+def test_sigterm_drains_saying_how_many_and_how_long_then_exits_0(workers):
+    with echo_service("--port", "0", "--drain-timeout", "30", *workers) as (proc, line):
+        assert "SIGTERM: drain up to 30 s, exit 0" in line
+        with socket.create_connection(address_of(line), timeout=TIMEOUT) as c:
+            c.sendall(b"hi\n")
+            assert c.recv(10) == b"hi\n"
+            proc.send_signal(signal.SIGTERM)
+            said, _before = read_log_line(proc, "draining")
+            assert "SIGTERM: stopped accepting; draining 1 connection(s) for up to 30 s" in said
+            assert proc.poll() is None   # draining: the open connection may still finish
+            c.sendall(b"still\n")
+            assert c.recv(10) == b"still\n"
+        # The last connection ended: the drain is over long before its 30 s.
+        began = time.monotonic()
+        assert proc.wait(TIMEOUT) == 0
+        assert time.monotonic() - began < TIMEOUT
+        rest = proc.stderr.read().decode()
+    assert "draining" not in rest, rest
+    assert "SIGTERM: stopped in" in rest and "1 connection(s) finished, 0 cut" in rest, rest
+    if workers:
+        assert "1 connection(s) served by 2 worker(s)" in rest, rest
+
+
+@WITH_WORKERS
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGQUIT, 131)])
+def test_sigint_and_sigquit_with_a_client_connected_exit_at_once(workers, sig, status):
+    with echo_service("--port", "0", "--drain-timeout", "30", *workers) as (proc, line):
+        assert "SIGINT (Ctrl-C): stop at once, exit 130; SIGQUIT: the same, exit 131" in line
+        with socket.create_connection(address_of(line), timeout=TIMEOUT) as c:
+            c.sendall(b"hi\n")
+            assert c.recv(10) == b"hi\n"
+            began = time.monotonic()
+            proc.send_signal(sig)
+            assert proc.wait(TIMEOUT) == status
+            assert time.monotonic() - began < 3.0, "waited for the open connection"
+            try:
+                assert c.recv(10) == b""
+            except ConnectionResetError:
+                pass
+        err = proc.stderr.read().decode()
+    name = signal.Signals(sig).name
+    assert "%s: stopping at once; 1 connection(s) cut" % name in err, err
+
+
+def test_sigint_cuts_a_sigterm_drain_short():
     with echo_service("--port", "0", "--drain-timeout", "30") as (proc, line):
         with socket.create_connection(address_of(line), timeout=TIMEOUT) as c:
             c.sendall(b"hi\n")
             assert c.recv(10) == b"hi\n"
-            proc.send_signal(signal.SIGINT)
-            time.sleep(0.5)
-            assert proc.poll() is None   # draining: the open connection may still finish
-            c.sendall(b"still\n")
-            assert c.recv(10) == b"still\n"
+            proc.send_signal(signal.SIGTERM)
+            read_log_line(proc, "draining")
             began = time.monotonic()
             proc.send_signal(signal.SIGINT)
             assert proc.wait(TIMEOUT) == 130
-            assert time.monotonic() - began < 2.0
+            assert time.monotonic() - began < 3.0
+
+
+def test_udp_stop_line_counts_no_connections():
+    with echo_service("--port", "0", "--udp") as (proc, line):
+        assert "SIGTERM: stop, exit 0" in line
+        status, err = stop(proc)
+    assert status == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "SIGTERM: stopped in" in lines[0], err
+    assert "connection" not in err, err
 
 
 def test_sigterm_with_nothing_open_logs_one_line():
@@ -301,7 +381,8 @@ def test_metrics_endpoint():
 
 def test_the_command_never_changes_the_package_classes():
     import cysocketserver
-    from cysocketserver.__main__ import build_parser, build_servers
+    from cysocketserver.cli.echo import build_servers
+    from cysocketserver.cli.main import build_parser
 
     before = {name: dict(vars(getattr(cysocketserver, name)))
               for name in ("TCPServer", "ThreadingTCPServer", "ThreadPoolTCPServer", "UDPServer")}
@@ -349,7 +430,8 @@ def test_workers_serve_reload_on_sighup_and_report_per_worker_metrics():
         assert b'cysocketserver_worker_heartbeat_age_seconds{server="echo",worker="1"}' in body
         status, err = stop(proc)
     assert status == 0, err
-    assert "stopped: 5 connection(s) served by 2 worker(s), 2 restart(s)" in err
+    assert "SIGTERM: stopped in" in err
+    assert "5 connection(s) served by 2 worker(s), 2 restart(s)" in err
 
 
 def test_workers_on_a_unix_socket_refuse_reuseport_in_one_line_and_leave_no_file(short_tmp):
@@ -360,3 +442,31 @@ def test_workers_on_a_unix_socket_refuse_reuseport_in_one_line_and_leave_no_file
     assert len(lines) == 1 and "balancing='reuseport' needs a TCP or UDP socket" in lines[0]
     assert proc.stdout == ""
     assert not os.path.exists(path)
+
+
+def test_metrics_on_an_empty_host_listens_on_every_interface():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with echo_service("--port", "0", "--metrics", ":%d" % port) as (proc, line):
+        metrics_line = read_line(proc, time.monotonic() + TIMEOUT)
+        assert "metrics on http://0.0.0.0:%d/metrics" % port in metrics_line
+        reply = request_reply(("127.0.0.1", port), b"GET /metrics HTTP/1.0\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.0 200")
+        assert b'cysocketserver_connections_total{server="echo"}' in reply
+        assert stop(proc)[0] == 0
+
+
+def test_help_names_every_signal_and_the_metrics_shorthand():
+    text = " ".join(run_cli("echo", "--help").stdout.split())
+    for words in ("SIGTERM stops accepting", "exits 130", "exit 131", ":PORT listens on every "
+                  "interface (0.0.0.0)", "SIGHUP replaces every worker"):
+        assert words in text, words
+
+
+def test_an_empty_host_listens_on_every_interface():
+    with echo_service("--host", "", "--port", "0") as (proc, line):
+        host, port = address_of(line)
+        assert host == "0.0.0.0"
+        assert request_reply(("127.0.0.1", port), b"any\n") == b"any\n"
+        assert stop(proc)[0] == 0
