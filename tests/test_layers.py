@@ -1,9 +1,12 @@
 """The package's layers import one way, in the order a request travels, and no import closes a
 circle.
 
-    engine -> core -> dispatch models -> public classes -> services -> the package's front
+    engine -> core -> dispatch models -> public classes -> the package's front -> services
 
-A module may import from its own layer and the layers before it, never from a later one.  Every
+A module may import from its own layer and the layers before it, never from a later one.  The
+front (``cysocketserver/__init__.py``) gathers the public names, some of them loaded on first
+use; the services (command line, metrics endpoint, prefork, bench) use the package as a
+program would, through its front or its modules.  Every
 import counts: at module level or inside a function, in the Python sources and in the Cython
 sources (``.pyx``, ``.pxd``).  A failure names the file and line of each import at fault.
 
@@ -17,7 +20,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "cysocketserver"
 
-LAYERS = ("engine", "core", "models", "public", "services", "front")
+LAYERS = ("engine", "core", "models", "public", "front", "services")
 
 # Top-level modules by layer; everything under a subpackage takes the subpackage's layer.  A
 # private top-level module (``_loop``, ``_pure_hub``, ``_proxycommon``...) is engine unless
@@ -25,7 +28,7 @@ LAYERS = ("engine", "core", "models", "public", "services", "front")
 _TOP_LEVEL = {
     "threadpool": "models",
     "servers": "public", "mixins": "public", "handlers": "public", "greenlets": "public",
-    "activation": "public", "proxyprotocol": "public", "tasks": "public", "relay": "public",
+    "activation": "public", "proxyprotocol": "public", "prometheus": "public",
     "metrics": "services", "service": "services", "__main__": "services",
     "_loadgen": "services",   # the bench's compiled load client
 }

@@ -4,7 +4,7 @@ from typing import Literal
 
 from ._version import __version__ as __version__
 from .activation import listen_fds as listen_fds
-from .metrics import prometheus_text as prometheus_text
+from .prometheus import prometheus_text as prometheus_text
 from .greenlets import (
     GreenletMixIn as GreenletMixIn,
     GreenletTCPServer as GreenletTCPServer,

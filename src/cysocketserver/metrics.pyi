@@ -1,14 +1,11 @@
-# Prometheus text exposition of servers' stats().
-from collections.abc import Callable, Mapping
+# The /metrics endpoint; the text itself is prometheus.py's.
+from collections.abc import Callable
 
 from .mixins import ThreadingMixIn
-from .servers import BaseServer, TCPServer, _InetAddress
+from .prometheus import CONTENT_TYPE as CONTENT_TYPE, prometheus_text as prometheus_text
+from .servers import TCPServer, _InetAddress
 
 __all__ = ["prometheus_text", "MetricsServer", "CONTENT_TYPE"]
-
-CONTENT_TYPE: str
-
-def prometheus_text(servers: BaseServer | Mapping[str, BaseServer]) -> str: ...
 
 class MetricsServer(ThreadingMixIn, TCPServer):
     """An HTTP endpoint for Prometheus: GET /metrics answers source()."""
