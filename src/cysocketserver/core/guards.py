@@ -20,7 +20,6 @@ import sys
 import threading
 import weakref
 from time import monotonic
-from typing import Optional
 
 from .settings import checked, positive_int, seconds
 
@@ -48,10 +47,10 @@ class Guards:
 
     __slots__ = ("max_connections", "max_connections_per_client", "idle_timeout",
                  "drain_timeout")
-    max_connections: Optional[int]
-    max_connections_per_client: Optional[int]
-    idle_timeout: Optional[float]
-    drain_timeout: Optional[float]
+    max_connections: "int | None"
+    max_connections_per_client: "int | None"
+    idle_timeout: "float | None"
+    drain_timeout: "float | None"
 
     def __init__(self, values):
         for name in GUARDS:

@@ -10,7 +10,6 @@ import os
 import select
 import socket
 import sys
-from typing import TYPE_CHECKING
 
 from .._loopcommon import INTAKE_ACCEPT, INTAKE_HOOKS, INTAKE_RECVFROM
 from . import guards as _guards
@@ -20,7 +19,8 @@ from .nodelay import wants_nodelay
 from .proxyproto import make_header_reader
 from .state import state_of
 
-if TYPE_CHECKING:  # the annotations of Plan, for readers and type checkers only
+TYPE_CHECKING = False  # typing costs milliseconds at import; Plan's annotations are strings
+if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
 __all__ = ["BATCH", "PAUSE_FIRST", "PAUSE_MAX", "EXCLUSIVE_WAKEUP", "Backoff", "Plan",

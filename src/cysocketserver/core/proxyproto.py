@@ -16,7 +16,6 @@ Nothing after the header is consumed: bytes are peeked, and only those known to 
 header are read.  A refused header closes the connection, is counted in
 ``server.proxy_protocol_refused`` (a Counter by cause) and is logged once per cause per server.
 """
-import numbers
 import socket
 import weakref
 from time import monotonic
@@ -24,6 +23,7 @@ from time import monotonic
 from .. import _engine
 from .._proxycommon import ANY, V1, V1_MAX, V2, ProxyProtocolError
 from .hooks import runs_in_request_context
+from .settings import checked, choice, seconds
 from .state import state_of
 
 __all__ = ["HeaderReader", "make_header_reader", "header_of", "refusals"]
@@ -76,15 +76,6 @@ def _networks(trusted):
     return tuple(networks)
 
 
-def _timeout(value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError("proxy_protocol_timeout must be a number of seconds, not %r" % (value,))
-    if not value > 0 or value != value or value == float("inf"):
-        raise ValueError("proxy_protocol_timeout must be a positive, finite number of seconds, "
-                         "not %r" % (value,))
-    return float(value)
-
-
 def _defers(server, model):
     """Whether the request's own context (thread, pooled thread, greenlet) can read the header:
     only where the model runs requests in a context of their own, and the server's
@@ -99,16 +90,15 @@ def _defers(server, model):
 def make_header_reader(server, model):
     """The server's HeaderReader, or None where ``proxy_protocol`` is None; raises ValueError or
     TypeError for a setting that cannot work."""
-    mode = getattr(server, "proxy_protocol", None)
+    mode = checked(server, "proxy_protocol", choice, (None,) + tuple(VERSIONS))
     if mode is None:
         return None
-    if mode not in VERSIONS:
-        raise ValueError('proxy_protocol must be None, "v1", "v2" or "any", not %r' % (mode,))
     sock = getattr(server, "socket", None)
     if getattr(sock, "type", socket.SOCK_STREAM) != socket.SOCK_STREAM:
         raise ValueError("proxy_protocol needs a stream server: datagrams carry no header")
     return HeaderReader(server, VERSIONS[mode], _networks(server.proxy_protocol_trusted),
-                       _timeout(server.proxy_protocol_timeout), _defers(server, model))
+                        checked(server, "proxy_protocol_timeout", seconds),
+                        _defers(server, model))
 
 
 class HeaderReader:

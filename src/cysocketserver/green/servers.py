@@ -12,6 +12,7 @@ from .. import _engine
 from ..core.admission import release, serve_request
 from ..core.hooks import in_request_context
 from ..core.plan import listening
+from ..core.settings import checked, seconds
 # handlers.pyi leaves out this private hook.
 from ..handlers import _register_stream_socket  # type: ignore[attr-defined]
 from ..models.greenlet import Greenlets, greenlet_state
@@ -32,7 +33,7 @@ BLOCK_WARNING_ENV = "CYSOCKETSERVER_HUB_BLOCK_WARNING"
 
 def _block_warning(server):
     """Seconds a greenlet may keep ``server``'s hub before a warning (None: no warning)."""
-    limit = server.hub_block_warning
+    limit = checked(server, "hub_block_warning", seconds, none_means="off")
     if limit is None:
         text = os.environ.get(BLOCK_WARNING_ENV)
         if text:

@@ -7,6 +7,7 @@ free again, so nothing waits in an unbounded queue: the kernel's backlog holds t
 import sys
 import threading
 
+from ..core.settings import checked, positive_int, seconds
 from ..threadpool import WorkerPool
 from .base import Model
 
@@ -20,14 +21,10 @@ class PooledThreads(Model):
 
     def __init__(self, server):
         super().__init__(server)
-        max_threads = server.max_threads
-        if not isinstance(max_threads, int) or isinstance(max_threads, bool):
-            raise TypeError("max_threads must be an int, not %r" % (max_threads,))
-        if max_threads < 1:
-            raise ValueError("max_threads must be at least 1, not %r" % (max_threads,))
+        max_threads = checked(server, "max_threads", positive_int)
         self.pool = WorkerPool(
             max_threads,
-            idle_timeout=server.pool_idle_timeout,
+            idle_timeout=checked(server, "pool_idle_timeout", seconds),
             # Never hold up the interpreter's exit; server_close() joins when it must.
             daemon=True,
             name="%s-handler" % type(server).__name__,
