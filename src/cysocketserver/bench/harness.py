@@ -302,9 +302,9 @@ def ratios_of(entry):
 
 
 def estimated_seconds(opts, servers):
-    """About how long a run takes with this many server processes in all."""
-    per_round = opts.warmup + opts.duration + SETTLE + 0.1
-    return servers * (opts.rounds * per_round + 0.5)
+    """About how long a run takes with this many server processes in all (each takes a few
+    tenths of a second to start)."""
+    return servers * (opts.rounds * (opts.warmup + opts.duration + SETTLE) + 0.3)
 
 
 def run_benchmark(opts, machine=None):
@@ -404,7 +404,8 @@ def build_parser(parser=None):
     parser.description = (
         "Serve the same echo handlers with the stdlib's socketserver and with cysocketserver, "
         "each in its own process, drive both with a compiled load client in interleaved "
-        "rounds, and print the medians side by side.")
+        "rounds, and print the rates side by side with their ratio, its spread over the "
+        "rounds and the CPU time per request.")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test, not figures: 2 short rounds, the whole run in "
                         "under a minute, to see that everything runs")
@@ -513,7 +514,7 @@ def run(opts):
     finally:
         signal.signal(signal.SIGTERM, previous)
     results["elapsed_seconds"] = round(time.monotonic() - started, 1)
-    print(report.format_table(results, wide=opts.wide))
+    print(report.format_table(results, wide=getattr(opts, "wide", False)))
     if opts.json:
         with open(opts.json, "w") as f:
             json.dump(results, f, indent=2)
