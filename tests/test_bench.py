@@ -201,11 +201,18 @@ def test_bench_runs_both_implementations_and_reports_what_it_measured(tmp_path):
             assert median["rate"] > 0 and not median["errors"]
             assert median["server_cpu_us"] > 0
             medians[impl] = median
-        ratio = medians["cysocketserver"]["rate"] / medians["stdlib"]["rate"]
+        # The ratio is taken round by round (the rounds ran in turn), then its median.
+        per_round = [mine["rate"] / base["rate"] for base, mine in
+                     zip(impls["stdlib"]["rounds"], impls["cysocketserver"]["rounds"])]
+        ratio = sum(per_round) / 2
+        assert entry["ratios"]["cysocketserver"]["median"] == pytest.approx(ratio)
         row = next(line for line in proc.stdout.splitlines()
                    if line.startswith(entry["workload"]["name"] + " "))
         assert f"{ratio:.2f}x" in row
-        assert f"{medians['cysocketserver']['server_cpu_us']:.1f} µs" in row
+        assert f"{min(per_round):.2f}-{max(per_round):.2f}" in row
+        # The last two cells: the server's CPU time per request, stdlib then cysocketserver.
+        assert row.split()[-2:] == [f"{medians[impl]['server_cpu_us']:.1f}"
+                                    for impl in ("stdlib", "cysocketserver")]
     assert results["engines"]["cysocketserver"] == cysocketserver.IMPLEMENTATION
 
 
@@ -430,3 +437,184 @@ def test_prefork_bench_slow_worker_part(tmp_path):
             assert sum(result["worker_connections"].values()) == result["connects"], case
         if case["stop"] == "none":
             assert not result["error_total"], case
+
+
+# -- the report: width, spread, noise, default set, plot ------------------------------------
+
+def fake_round(rate, size=64):
+    return {"rate": rate, "mb_per_s": rate * size / 1e6, "errors": {}, "error_total": 0,
+            "latency_us": {"p50": 180.0, "p99": 2500.0, "p99.9": 9000.0, "samples": 1000},
+            "server_cores": 0.95, "client_cores": 0.6}
+
+
+def fake_results(rates, quick=False):
+    """Results as the harness makes them: rates is {workload: {impl: [rate of each round]}}."""
+    from cysocketserver.bench.harness import ratios_of, summarize
+    from cysocketserver.bench.workloads import by_name
+
+    impls = list(dict.fromkeys(i for by_impl in rates.values() for i in by_impl))
+    results = {
+        "machine": {"python": "3.12.3", "cores": 2, "usable_cores": 2,
+                    "load_average_at_start": [0.1, 0.1, 0.1]},
+        "settings": {"duration": 2.0, "warmup": 0.5, "rounds": 3, "quick": quick,
+                     "implementations": impls,
+                     "load_client": "cysocketserver._loadgen (epoll)"},
+        "engines": {"cysocketserver": "compiled"},
+        "notes": [],
+        "workloads": [],
+        "elapsed_seconds": 201.0,
+    }
+    for name, by_impl in rates.items():
+        workload = by_name(name)
+        entry = {"workload": workload.as_dict(), "unit": workload.unit, "implementations": {}}
+        for impl, per_round in by_impl.items():
+            rounds = [fake_round(rate, workload.size) for rate in per_round]
+            entry["implementations"][impl] = {"engine": impl, "rounds": rounds,
+                                              "median": summarize(rounds)}
+        entry["ratios"] = ratios_of(entry)
+        results["workloads"].append(entry)
+    return results
+
+
+def table_row(text, name):
+    return next(line for line in text.splitlines() if line.startswith(name + " "))
+
+
+STEADY = [20000, 21000, 19500]
+
+
+def test_table_fits_in_its_width_with_every_default_row_and_the_peers():
+    from cysocketserver.bench import report
+    from cysocketserver.bench.workloads import DEFAULT
+
+    rates = {}
+    for name in DEFAULT + ["stream-4x4k"]:
+        rates[name] = {"stdlib": STEADY, "cysocketserver": [520000, 1260000, 999999],
+                       "asyncio": STEADY, "uvloop": STEADY, "gevent": STEADY,
+                       "reference": [1900000, 1800000, 2100000]}
+    results = fake_results(rates)
+    results["notes"].append("http rows: the load client's HTTP/1.1 keep-alive mode (a fixed "
+                            "GET; the status, Content-Length and body of every response "
+                            "checked); wrk is not used")
+    results["workloads"][0]["implementations"]["stdlib"]["error"] = (
+        "stdlib server failed to start: " + "a long traceback line " * 10)
+    text = report.format_table(results)
+    assert max(len(line) for line in text.splitlines()) <= report.WIDTH == 100
+    assert "p99" not in text.split("\n\n")[1]           # the table has no latency columns
+    for name in DEFAULT:
+        assert table_row(text, name)
+    wide = report.format_table(results, wide=True)
+    assert "p99 latency" in wide and "2.50 ms" in table_row(wide, "line-16x64")
+
+
+def test_ratio_spread_from_per_round_rates():
+    from cysocketserver.bench.ratios import paired_ratios, spread_of
+
+    base = [fake_round(100), fake_round(200), fake_round(100)]
+    mine = [fake_round(260), fake_round(274), fake_round(229)]
+    ratios = paired_ratios(base, mine)
+    assert ratios == pytest.approx([2.6, 1.37, 2.29])
+    spread = spread_of(ratios)
+    assert (spread.median, spread.low, spread.high, spread.rounds) == pytest.approx(
+        (2.29, 1.37, 2.6, 3))
+    assert spread.spread == pytest.approx((2.6 - 1.37) / 2.29)
+    assert spread.noisy
+    # A failed round on either side leaves that pair out; MB/s rows compare MB/s.
+    failed = {"error": "server process exited"}
+    assert paired_ratios(base, [failed, mine[1], mine[2]]) == pytest.approx([1.37, 2.29])
+    assert paired_ratios([failed] + base[1:], mine) == pytest.approx([1.37, 2.29])
+    stream = [dict(fake_round(100), mb_per_s=10.0)], [dict(fake_round(100), mb_per_s=25.0)]
+    assert paired_ratios(*stream, unit="MB/s") == [2.5]
+    assert spread_of([]) is None
+    even = spread_of([1.0, 1.5, 2.0, 3.0])
+    assert (even.median, even.low, even.high) == (1.75, 1.0, 3.0)
+
+
+@pytest.mark.parametrize("ratios, noisy", [
+    ([2.0, 2.05, 1.98], False),
+    ([1.0, 1.19], False),           # 17% of the median apart
+    ([1.0, 1.25], True),            # 22%
+    ([2.6, 1.37, 2.29], True),
+    ([26.0], True),                 # one round says nothing of its spread
+])
+def test_spread_marks_noise_past_its_threshold(ratios, noisy):
+    from cysocketserver.bench.ratios import NOISY_SPREAD, spread_of
+
+    assert NOISY_SPREAD == 0.20
+    assert spread_of(ratios).noisy is noisy
+
+
+def test_noisy_rows_are_marked_and_steady_rows_are_not():
+    from cysocketserver.bench import report
+
+    base = [10000, 10000, 10000]
+    results = fake_results({
+        "line-16x64": {"stdlib": base, "cysocketserver": [26000, 13700, 22900]},
+        "udp-16": {"stdlib": base, "cysocketserver": [20000, 20500, 19800]},
+    })
+    text = report.format_table(results)
+    noisy_row, steady_row = table_row(text, "line-16x64"), table_row(text, "udp-16")
+    assert "2.29x" in noisy_row and "1.37-2.60" in noisy_row and report.NOISY in noisy_row
+    assert "2.00x" in steady_row and "1.98-2.05" in steady_row
+    assert report.NOISY not in steady_row
+    assert any(line.startswith(report.NOISY + " = ") for line in text.splitlines())
+
+    results = fake_results({"udp-16": {"stdlib": base, "cysocketserver": [20000, 20500, 19800]}})
+    assert report.NOISY not in report.format_table(results)
+
+
+def test_quick_runs_say_they_are_a_smoke_test():
+    from cysocketserver.bench import report
+    from cysocketserver.bench.harness import build_parser
+
+    rates = {"udp-16": {"stdlib": STEADY, "cysocketserver": STEADY}}
+    assert "smoke test" in report.format_table(fake_results(rates, quick=True))
+    assert "smoke test" not in report.format_table(fake_results(rates))
+    assert "smoke test" in " ".join(build_parser().format_help().split())
+
+
+def test_default_set_has_the_greenlet_and_pool_rows_and_a_bounded_run_time():
+    import argparse
+
+    from cysocketserver.bench.harness import build_parser, estimated_seconds, finish_options
+    from cysocketserver.bench.workloads import DEFAULT, by_name
+
+    servers = {by_name(name).server for name in DEFAULT}
+    assert {"GreenletTCPServer", "ThreadPoolTCPServer", "ThreadingTCPServer"} <= servers
+    parser = build_parser()
+    for argv, most in (([], 240), (["--quick"], 60)):
+        opts = finish_options(parser.parse_args(argv), parser)
+        assert isinstance(opts, argparse.Namespace) and opts.workload == DEFAULT
+        processes = sum(2 + by_name(name).reference for name in DEFAULT)
+        assert estimated_seconds(opts, processes) < most
+
+
+def test_the_package_loads_nothing_of_the_bench():
+    code = ("import sys, cysocketserver, cysocketserver.servers\n"
+            "print(sorted(m for m in sys.modules if m.startswith('cysocketserver.bench')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_plot_has_a_logarithmic_ratio_axis_with_1x_marked(tmp_path):
+    pytest.importorskip("matplotlib")
+    from cysocketserver.bench import report
+
+    results = fake_results({
+        "line-1x64": {"stdlib": STEADY, "cysocketserver": [19800, 20800, 19000]},
+        "line-16x64": {"stdlib": STEADY, "cysocketserver": [45000, 48000, 44000]},
+        "greenlet-line-16x64": {"stdlib": STEADY, "cysocketserver": [520000, 546000, 500000],
+                                "reference": [800000, 820000, 790000]},
+    })
+    fig = report.make_figure(results)
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log"
+    labels = {tick.get_text() for tick in ax.get_yticklabels()}
+    assert {"1×", "2×", "10×"} <= labels
+    low, high = ax.get_ylim()
+    assert low < 0.95 and high > 26 * 1.2        # every bar and its note inside the axes
+    path = tmp_path / "ratios.png"
+    report.plot(results, str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -3,7 +3,8 @@
 For every workload the same handler code is served by the stdlib's ``socketserver`` and by
 ``cysocketserver``, each in a process of its own (``server.py``), and driven in turn by
 the compiled load client (``cysocketserver._loadgen``) from this process: rounds A B A B ..., each with a
-short warm-up that is not counted.  The table gives the median of the rounds.
+short warm-up that is not counted.  The table gives the medians, and the ratio of each round's
+rates with its spread over the rounds (``ratios.py``).
 
 Everything is bounded: each round stops by itself, every server process is killed at the end
 (also on Ctrl-C and on errors), and the servers leave by themselves if this process dies.
@@ -24,6 +25,7 @@ import tempfile
 import time
 
 from . import report
+from .ratios import ratio_spread
 from .workloads import DEFAULT, HTTP_BODY, WORKLOADS, by_name
 
 __all__ = ["build_parser", "finish_options", "main", "run", "run_benchmark"]
@@ -284,6 +286,27 @@ def describe_round(impl, result, workload):
     return text
 
 
+def ratios_of(entry):
+    """Every server's per-round ratio to the stdlib (and ours to the C reference), summed up
+    for the --json file."""
+    found = {}
+    for impl in entry["implementations"]:
+        if impl != "stdlib":
+            spread = ratio_spread(entry, impl)
+            if spread is not None:
+                found[impl] = spread.as_dict()
+    to_limit = ratio_spread(entry, "cysocketserver", base="reference")
+    if to_limit is not None:
+        found["cysocketserver/reference"] = to_limit.as_dict()
+    return found
+
+
+def estimated_seconds(opts, servers):
+    """About how long a run takes with this many server processes in all (each takes a few
+    tenths of a second to start)."""
+    return servers * (opts.rounds * (opts.warmup + opts.duration + SETTLE) + 0.3)
+
+
 def run_benchmark(opts, machine=None):
     """Run every workload of opts; returns the results as the --json file has them.
 
@@ -314,10 +337,17 @@ def run_benchmark(opts, machine=None):
     budget = len(workloads) * len(impls) * (opts.rounds * per_round + START_TIMEOUT) + 60
     from .. import _loadgen
 
+    servers = sum(len(impls_for(w)) for w in workloads)
+    log(f"{len(workloads)} workload(s), {servers} server processes, {opts.rounds} round(s) each: "
+        f"about {estimated_seconds(opts, servers):.0f} s")
+    if getattr(opts, "quick", False):
+        log("--quick is a smoke test that everything runs: its figures are not results")
+
     results = {
         "machine": machine or machine_info(),
         "settings": {
             "duration": opts.duration, "warmup": opts.warmup, "rounds": opts.rounds,
+            "quick": getattr(opts, "quick", False),
             "max_requests": opts.max_requests, "host": opts.host,
             "client_cpu": opts.client_cpu, "server_cpu": opts.server_cpu,
             "implementations": impls, "load_client": f"cysocketserver._loadgen ({_loadgen.BACKEND})",
@@ -362,6 +392,7 @@ def run_benchmark(opts, machine=None):
                 if text.strip():
                     data["server_stderr_tail"] = text[-1500:]
                 pool.stop(server)
+            entry["ratios"] = ratios_of(entry)
             results["workloads"].append(entry)
     finally:
         pool.stop_all()
@@ -373,9 +404,11 @@ def build_parser(parser=None):
     parser.description = (
         "Serve the same echo handlers with the stdlib's socketserver and with cysocketserver, "
         "each in its own process, drive both with a compiled load client in interleaved "
-        "rounds, and print the medians side by side.")
+        "rounds, and print the rates side by side with their ratio, its spread over the "
+        "rounds and the CPU time per request.")
     parser.add_argument("--quick", action="store_true",
-                        help="short rounds, 2 of them: the whole run takes under a minute")
+                        help="a smoke test, not figures: 2 short rounds, the whole run in "
+                        "under a minute, to see that everything runs")
     parser.add_argument("--workload", action="append", metavar="NAME",
                         help="run this workload (repeatable; 'all' runs every one); "
                         "--list shows them")
@@ -386,10 +419,14 @@ def build_parser(parser=None):
     parser.add_argument("--rounds", type=int, help="rounds per implementation (3; quick 2)")
     parser.add_argument("--max-requests", type=int, default=0,
                         help="end a round after this many requests as well (0: no limit)")
-    parser.add_argument("--json", metavar="FILE", help="write every round, the medians and "
-                        "the machine's description to FILE")
+    parser.add_argument("--wide", action="store_true",
+                        help="add the p50 and p99 latencies to the table (wider than 100 "
+                        "columns)")
+    parser.add_argument("--json", metavar="FILE", help="write every round, the medians, the "
+                        "ratios with their spread and the machine's description to FILE")
     parser.add_argument("--plot", metavar="FILE.png",
-                        help="draw the ratios with their p99s (needs matplotlib)")
+                        help="draw the ratios, their spread and p99s on a logarithmic axis "
+                        "(needs matplotlib)")
     parser.add_argument("--peers", action="store_true",
                         help="add asyncio, uvloop and gevent echo servers where installed")
     parser.add_argument("--reference", action="store_true",
@@ -477,7 +514,7 @@ def run(opts):
     finally:
         signal.signal(signal.SIGTERM, previous)
     results["elapsed_seconds"] = round(time.monotonic() - started, 1)
-    print(report.format_table(results))
+    print(report.format_table(results, wide=getattr(opts, "wide", False)))
     if opts.json:
         with open(opts.json, "w") as f:
             json.dump(results, f, indent=2)

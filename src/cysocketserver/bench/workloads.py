@@ -109,7 +109,9 @@ WORKLOADS = [
              "ThreadPoolUDPServer", "datagram", "udp", 16, 64),
 ]
 
-DEFAULT = [w.name for w in WORKLOADS[:8]] + ["http-16"]
+# The stdlib's own servers, then the package's headline -- greenlets (beside the C reference
+# echo) and the bounded thread pool -- against the stdlib's threads, and http.server.
+DEFAULT = [w.name for w in WORKLOADS[:8]] + ["greenlet-line-16x64", "pool-line-16x64", "http-16"]
 
 _BY_NAME = {w.name: w for w in WORKLOADS}
 
