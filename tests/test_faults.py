@@ -3,6 +3,7 @@
 After every kind of fault the server must still answer a normal client and
 must not leak a descriptor per connection.
 """
+import ast
 import importlib.machinery
 import json
 import os
@@ -378,6 +379,7 @@ def test_pure_python_engine_when_requested():
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    implementation, modules = proc.stdout.splitlines()[:2]
+    implementation, listed = proc.stdout.splitlines()[:2]
+    modules = ast.literal_eval(listed)
     assert implementation == "python"
     assert "cysocketserver._loop" not in modules and "cysocketserver._streams" not in modules
