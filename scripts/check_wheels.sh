@@ -228,6 +228,7 @@ wanted = {
     "src": (".py", ".pyi", "py.typed"),
     "tests": (".py", ".txt"),
     "bench": (".py", ".md"),
+    "docs": (".md",),
 }
 expected = {"README.md", "LICENSE", "CHANGELOG.md", "pyproject.toml", "setup.py"}
 for folder, endings in wanted.items():

@@ -3,8 +3,8 @@
 Each suite runs in a subprocess (support_cpython_suite.py) that calls
 ``cysocketserver.install()`` before anything imports socketserver, on every CPython 3.11+
 found here (this interpreter, ``python3.N`` on PATH, pyenv's versions; or exactly the
-interpreters listed in CYSOCKETSERVER_TEST_PYTHONS, separated by os.pathsep), on the engine
-on each engine: the compiled one, and the pure-Python one (CYSOCKETSERVER_NO_EXTENSIONS=1 in
+interpreters listed in CYSOCKETSERVER_TEST_PYTHONS, separated by os.pathsep), on each
+engine: the compiled one, and the pure-Python one (CYSOCKETSERVER_NO_EXTENSIONS=1 in
 the subprocess).  test_socketserver also runs with its ThreadingMixIn and Threading* servers
 swapped for the bounded-pool ones (ThreadPoolMixIn).  For another
 interpreter the package is built for it from this source tree with pip, once per source

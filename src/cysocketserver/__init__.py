@@ -14,7 +14,6 @@ import sys
 
 from ._engine import IMPLEMENTATION
 from ._version import __version__
-from .activation import listen_fds
 from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
 from .mixins import (ThreadingMixIn, ThreadingTCPServer, ThreadingUDPServer, ThreadPoolMixIn,
                      ThreadPoolTCPServer, ThreadPoolUDPServer)
@@ -50,7 +49,7 @@ if hasattr(socket, "AF_UNIX"):
 
 
 # Names loaded on first use: name -> the module that defines it.
-_LAZY = {"prometheus_text": ".prometheus"}
+_LAZY = {"prometheus_text": ".prometheus", "listen_fds": ".activation"}
 # The greenlet servers: a greenlet per request on one OS thread.  greenlet is a dependency;
 # where it is missing, the rest of the package works and these names say how to get it.
 _GREENLET_NAMES = ["GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "connect", "sleep",

@@ -15,14 +15,16 @@ _CELL = 8
 # The compiled cells are C unsigned long longs: they wrap around, and so do these.
 _WRAP = (1 << 64) - 1
 
-try:
-    import ctypes
 
-    def _misaligned(view):
-        return ctypes.addressof(ctypes.c_char.from_buffer(view)) % _CELL != 0
-except ImportError:  # an interpreter without ctypes: buffers are not checked for alignment
-    def _misaligned(view):
+
+def _misaligned(view):
+    """Whether a caller's buffer is not aligned for 64-bit cells (ctypes is loaded only for
+    counters over a caller's buffer, such as the prefork scoreboard's)."""
+    try:
+        import ctypes
+    except ImportError:  # an interpreter without ctypes: buffers are not checked for alignment
         return False
+    return ctypes.addressof(ctypes.c_char.from_buffer(view)) % _CELL != 0
 
 # What the methods below add to: each field's cell, found by name in the declaration.
 _CONNECTIONS = FIELDS.index("connections_total")

@@ -29,7 +29,7 @@ The seam (identical in both engines):
     the others through the ready queue.  A turn starts whenever the hub switches to a greenlet.
     The compiled streams count their own operations through ``_hub.hub_io_done``.
     ``close()``: close the hub's descriptors.  ``abandon()``: in the child of fork(), let go
-    of the parent's hub without touching the parent's epoll set (greenlets.py calls it).
+    of the parent's hub without touching the parent's epoll set (green/hub.py calls it).
 
 Every park may return early (a stale wake-up): callers re-check what they waited for.  No
 single wait of the hub is longer than ``_hubcommon.MAX_WAIT_SECONDS``.

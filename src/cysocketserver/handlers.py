@@ -1,10 +1,8 @@
 """Request handlers: one instance per request, running setup(), handle(), finish()."""
 import socket
-import weakref
 from io import BytesIO
 
 from . import _engine
-from ._sendallwriter import SendallWriter
 
 __all__ = ["BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler"]
 
@@ -21,16 +19,18 @@ _STANDS_IN_FOR = frozenset([
     "makefile", "recv_into", "sendall", "fileno", "gettimeout", "_cysocketserver_wait",
     "__getattribute__",
 ])
-# The socket classes the engine's streams were written for; greenlets.py adds GreenSocket.
+# The socket classes the engine's streams were written for; green/servers.py adds GreenSocket.
 _stream_socket_classes = {socket.socket}
-# Verdicts of _engine_streams_fit() on other classes (subclasses, wrappers, mocks).
-_class_fits = weakref.WeakKeyDictionary()
+# Verdicts of _engine_streams_fit() on other classes (subclasses, wrappers, mocks), weakly
+# keyed; made when the first such class is seen.
+_class_fits = None
 
 
 def _register_stream_socket(cls):
     """Class decorator: the engine's streams may drive sockets of ``cls`` (a class of ours)."""
     _stream_socket_classes.add(cls)
-    _class_fits.clear()
+    if _class_fits is not None:
+        _class_fits.clear()
     return cls
 
 
@@ -52,6 +52,11 @@ def _engine_streams_fit(conn):
     cls = type(conn)
     if cls is socket.socket:
         return True  # no __dict__: nothing can be overridden on the instance
+    global _class_fits
+    if _class_fits is None:
+        import weakref
+
+        _class_fits = weakref.WeakKeyDictionary()
     fits = _class_fits.get(cls)
     if fits is None:
         fits = _class_fits[cls] = _fits(cls)
@@ -130,6 +135,8 @@ class StreamRequestHandler(BaseRequestHandler):
         elif fast:
             self.wfile = engine.SocketWriter(conn, meter)
         else:
+            from ._sendallwriter import SendallWriter  # requests the engine cannot drive
+
             self.wfile = SendallWriter(conn, meter)
 
     def finish(self):

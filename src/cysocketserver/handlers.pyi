@@ -1,8 +1,12 @@
 # Types of the request handlers, shaped as the stdlib's socketserver handlers.
 from socket import socket as _socket
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from .servers import BaseServer, _RequestType, _RetAddress
+
+_T = TypeVar("_T")
+
+def _register_stream_socket(cls: type[_T]) -> type[_T]: ...
 
 __all__ = ["BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler"]
 

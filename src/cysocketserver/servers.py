@@ -3,7 +3,7 @@ import socket
 import sys
 
 from . import _engine
-from .core import admission, guards, proxyproto, stats
+from .core import admission, guards
 from .core.hooks import default_hook, noop_hook
 from .core.nodelay import set_nodelay, wants_nodelay
 from .core.plan import listening, make_plan, request_timeout
@@ -162,17 +162,23 @@ class BaseServer:
         unbuffered rfile (rbufsize 0) or a buffered wfile (wbufsize > 0), datagrams, and
         anything done in ForkingMixIn's children.
         """
+        from .core import stats
+
         return stats.snapshot(self)
 
     @property
     def proxy_protocol_refused(self):
         """PROXY protocol headers refused, by cause ("malformed", "oversized", "checksum",
         "truncated", "slow", "untrusted"): a collections.Counter."""
+        from .core import proxyproto
+
         return proxyproto.refusals(self)
 
     def proxy_header(self, request):
         """The PROXY protocol header received on ``request`` (a ProxyHeader: version, command,
         source, destination, tlvs...), or None where none was."""
+        from .core import proxyproto
+
         return proxyproto.header_of(self, request)
 
     # -- serving ---------------------------------------------------------------------------------

@@ -16,13 +16,13 @@ import itertools
 import os
 import sys
 import threading
-import weakref
+from _weakrefset import WeakSet  # weakref.WeakSet itself, which threading has loaded already
 from collections import deque
 from time import monotonic
 
 __all__ = ["WorkerPool"]
 
-_pools = weakref.WeakSet()
+_pools = WeakSet()
 
 
 class _Worker:

@@ -15,10 +15,8 @@ returns end-of-stream (b"") in a thread and in a greenlet alike, a write fails, 
 then ends and releases the connection as usual.
 """
 import socket
-import struct
 import sys
 import threading
-import weakref
 from time import monotonic
 
 from .settings import checked, positive_int, seconds
@@ -34,7 +32,6 @@ NAP = 0.01
 # (Other systems' struct tcp_info differ: they measure with the byte meter.)
 _TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform.startswith("linux") else None
 _TCP_INFO_SIZE = 104
-_LAST_DATA_RECV = struct.Struct("I")
 _LAST_DATA_RECV_OFFSET = 52
 # The idle sweep wakes at least this often (to notice a server that was dropped unclosed), and
 # looks again at connections without tcp_info at least four times per idle_timeout.
@@ -122,7 +119,8 @@ def idle_seconds(entry, now):
         except OSError:
             return None, True
         if len(info) >= _LAST_DATA_RECV_OFFSET + 4:
-            millis, = _LAST_DATA_RECV.unpack_from(info, _LAST_DATA_RECV_OFFSET)
+            millis = int.from_bytes(
+                info[_LAST_DATA_RECV_OFFSET:_LAST_DATA_RECV_OFFSET + 4], sys.byteorder)
             return millis / 1000.0, True
     received = entry.meter.received
     if received != entry.seen_received:
@@ -143,6 +141,8 @@ class IdleSweep:
 
     def __init__(self, server, idle_timeout):
         self.idle_timeout = idle_timeout
+        import weakref  # only servers with an idle_timeout need it
+
         self._server = weakref.ref(server)
         self._registry = server._connection_registry
         self._stop = threading.Event()

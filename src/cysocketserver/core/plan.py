@@ -16,7 +16,6 @@ from . import guards as _guards
 from .admission import intake_error, make_admit
 from .hooks import is_default, is_noop
 from .nodelay import wants_nodelay
-from .proxyproto import make_header_reader
 from .state import state_of
 
 TYPE_CHECKING = False  # typing costs milliseconds at import; Plan's annotations are strings
@@ -195,7 +194,12 @@ def make_plan(server, model):
     plan.nonblocking = cooperative or plan.intake != INTAKE_HOOKS
     plan.exclusive = EXCLUSIVE_WAKEUP and (state_of(server).shared_listener
                                          or bool(getattr(server, "_shared_listener", False)))
-    plan.proxy = make_header_reader(server, model)
+    if getattr(server, "proxy_protocol", None) is None:
+        plan.proxy = None
+    else:
+        from .proxyproto import make_header_reader  # only servers that receive the protocol
+
+        plan.proxy = make_header_reader(server, model)
     plan.admit = make_admit(server, plan)
     plan.intake_error = lambda err: intake_error(server, plan, err)
     # Asked around every request only where the model or the limit can say no.

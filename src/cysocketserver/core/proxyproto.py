@@ -17,7 +17,6 @@ header are read.  A refused header closes the connection, is counted in
 ``server.proxy_protocol_refused`` (a Counter by cause) and is logged once per cause per server.
 """
 import socket
-import weakref
 from time import monotonic
 
 from .. import _engine
@@ -141,6 +140,8 @@ class HeaderReader:
         state = self.state
         if state.proxy_headers is None:
             # Keyed by the request's socket: an entry goes when the socket does.
+            import weakref
+
             state.proxy_headers = weakref.WeakKeyDictionary()
         try:
             state.proxy_headers[request] = header

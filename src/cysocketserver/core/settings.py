@@ -8,9 +8,24 @@ that attribute under that name.  ``none_means``: where None is allowed, what it 
 limit", "off"), said in the ValueError's message; None then passes through unchanged.
 """
 import math
-import numbers
 
 __all__ = ["setting_name", "checked", "whole_number", "positive_int", "seconds", "choice"]
+
+
+def _is_integral(value):
+    if isinstance(value, int):
+        return not isinstance(value, bool)
+    import numbers  # only for other integer types (numpy's, say)
+
+    return isinstance(value, numbers.Integral)
+
+
+def _is_real(value):
+    if isinstance(value, (int, float)):
+        return not isinstance(value, bool)
+    import numbers
+
+    return isinstance(value, numbers.Real)
 
 
 def setting_name(owner, attribute):
@@ -32,7 +47,7 @@ def whole_number(name, value, minimum=0, none_means=None):
     """``value`` as an int of at least ``minimum`` (bools are not numbers here)."""
     if value is None and none_means is not None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not _is_integral(value):
         raise TypeError("%s must be a whole number%s, not %r"
                         % (name, "" if none_means is None else " or None", value))
     if value < minimum:
@@ -50,7 +65,7 @@ def seconds(name, value, zero_ok=False, none_means=None):
     """``value`` as a float number of seconds: finite, above 0 (or 0 as well, ``zero_ok``)."""
     if value is None and none_means is not None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not _is_real(value):
         raise TypeError("%s must be a number of seconds%s, not %r"
                         % (name, "" if none_means is None else " or None", value))
     try:

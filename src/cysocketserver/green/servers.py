@@ -14,7 +14,7 @@ from ..core.hooks import in_request_context
 from ..core.plan import listening
 from ..core.settings import checked, seconds
 # handlers.pyi leaves out this private hook.
-from ..handlers import _register_stream_socket  # type: ignore[attr-defined]
+from ..handlers import _register_stream_socket
 from ..models.greenlet import Greenlets, greenlet_state
 from ..servers import TCPServer, UDPServer
 from .hub import POLLIN, get_hub

@@ -409,7 +409,7 @@ class Supervisor:
         self.stopping = "stop"
         self.deadline = (monotonic() + _worker.SWEEP_LIMIT
                          + (DEFAULT_DRAIN if drain is None else drain) + STOP_GRACE)
-        log.info("stopping: %d worker(s) finish their connections", len(self.procs))
+        log.debug("stopping: %d worker(s) finish their connections", len(self.procs))
         for proc in list(self.procs.values()):
             self._retire(proc, sweep=sweep)
 
