@@ -6,9 +6,20 @@ classes look the engine up when they build a loop, a stream, a hub or a server's
 (``current()``), so one process can run both: the tests do, through ``use()``.
 
 Set ``CYSOCKETSERVER_NO_EXTENSIONS=1`` to make the pure-Python engine the default.
+
+Every compiled module has its twin in a ``_pure_*.py`` file, except the PROXY protocol parser:
+one source, ``_proxyproto.py``, that setup.py also compiles (with the C types of
+``_proxyproto.pxd``) into the extension ``_proxyproto``.  Where the extension is built it sits
+beside the source under the same name, and ``import _proxyproto`` finds the extension first;
+so the pure engine loads the source from its file under a name of its own,
+``_pure_proxyproto``, and one process can hold both.  (The two parsers, timed with
+``bench/proxyproto_parse.py``, were within noise of the former hand-written ``.pyx``.)
 """
 import contextlib
+import importlib.machinery
+import importlib.util
 import os
+import sys
 import types
 
 __all__ = ["IMPLEMENTATION", "available", "current", "load", "use"]
@@ -21,6 +32,9 @@ def _compiled():
     from ._streams import SocketReader, SocketWriter
     from . import _proxyproto
 
+    if not isinstance(_proxyproto.__spec__.loader, importlib.machinery.ExtensionFileLoader):
+        # Built without the parser (CYSOCKETSERVER_BUILD_ONLY): the import found the source.
+        raise ImportError("cysocketserver._proxyproto is not compiled")
     return types.SimpleNamespace(name="compiled", ServeLoop=ServeLoop, SocketReader=SocketReader,
                                  SocketWriter=SocketWriter, Hub=Hub, Counters=Counters, Meter=Meter,
                                  proxyproto=_proxyproto)
@@ -31,11 +45,27 @@ def _pure():
     from ._pure_hub import Hub
     from ._pure_loop import ServeLoop
     from ._pure_streams import SocketReader, SocketWriter
-    from . import _pure_proxyproto
 
     return types.SimpleNamespace(name="python", ServeLoop=ServeLoop, SocketReader=SocketReader,
                                  SocketWriter=SocketWriter, Hub=Hub, Counters=Counters, Meter=Meter,
-                                 proxyproto=_pure_proxyproto)
+                                 proxyproto=_pure_proxyproto())
+
+
+def _pure_proxyproto():
+    """The parser's source, ``_proxyproto.py``, imported as Python under another name."""
+    name = __package__ + "._pure_proxyproto"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = os.path.join(os.path.dirname(__file__), "_proxyproto.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 _LOADERS = {"compiled": _compiled, "python": _pure}
