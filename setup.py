@@ -60,4 +60,6 @@ def extensions():
     )
 
 
-setup(ext_modules=extensions())
+# The .pxd beside a Python source is for the compiler: the sdist ships it (MANIFEST.in), wheels
+# do not.
+setup(ext_modules=extensions(), exclude_package_data={"cysocketserver": ["*.pxd"]})
