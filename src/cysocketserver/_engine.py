@@ -12,8 +12,9 @@ one source, ``_proxyproto.py``, that setup.py also compiles (with the C types of
 ``_proxyproto.pxd``) into the extension ``_proxyproto``.  Where the extension is built it sits
 beside the source under the same name, and ``import _proxyproto`` finds the extension first;
 so the pure engine loads the source from its file under a name of its own,
-``_pure_proxyproto``, and one process can hold both.  (The two parsers, timed with
-``bench/proxyproto_parse.py``, were within noise of the former hand-written ``.pyx``.)
+``_pure_proxyproto``, and one process can hold both.  (Timed with ``bench/proxyproto_parse.py``
+and counted in instructions, the compiled one source parses v1 and v2 headers at least as fast
+as the hand-written ``.pyx`` it replaced.)
 """
 import contextlib
 import importlib.machinery
