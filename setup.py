@@ -6,6 +6,15 @@ from setuptools import Extension, setup
 
 EXT_DIR = "ext"
 MODULES = ["_counters", "_poller", "_loop", "_streams", "_loadgen", "_hub", "_proxyproto"]
+# Compiled from their Python source in the package, typed by the .pxd beside it (Cython's pure
+# Python mode); the others from ext/cysocketserver/<name>.pyx.
+FROM_PYTHON = {"_proxyproto"}
+
+
+def source(name):
+    if name in FROM_PYTHON:
+        return os.path.join("src", "cysocketserver", f"{name}.py")
+    return os.path.join(EXT_DIR, "cysocketserver", f"{name}.pyx")
 
 
 def want_extensions():
@@ -33,7 +42,7 @@ def extensions():
         [
             Extension(
                 f"cysocketserver.{name}",
-                [os.path.join(EXT_DIR, "cysocketserver", f"{name}.pyx")],
+                [source(name)],
                 include_dirs=[os.path.join(EXT_DIR, "cysocketserver")],
                 define_macros=macros,
             )
@@ -51,4 +60,6 @@ def extensions():
     )
 
 
-setup(ext_modules=extensions())
+# The .pxd beside a Python source is for the compiler: the sdist ships it (MANIFEST.in), wheels
+# do not.
+setup(ext_modules=extensions(), exclude_package_data={"cysocketserver": ["*.pxd"]})

@@ -17,7 +17,7 @@ from support_net import subprocess_env
 # The package's own modules, on each engine.
 COMMON = {
     "cysocketserver", "cysocketserver._engine", "cysocketserver._version",
-    "cysocketserver._counterfields", "cysocketserver._loopcommon", "cysocketserver._proxycommon",
+    "cysocketserver._counterfields", "cysocketserver._loopcommon",
     "cysocketserver.core", "cysocketserver.core.admission", "cysocketserver.core.guards",
     "cysocketserver.core.hooks", "cysocketserver.core.nodelay", "cysocketserver.core.plan",
     "cysocketserver.core.registry", "cysocketserver.core.settings", "cysocketserver.core.state",
@@ -30,15 +30,14 @@ ENGINE = {
     # The compiled streams park on the compiled hub, so it loads (without greenlet).
     "compiled": {"cysocketserver._counters", "cysocketserver._hub", "cysocketserver._hubcommon",
                  "cysocketserver._loop",
-                 "cysocketserver._poller", "cysocketserver._streams",
-                 "cysocketserver._proxyproto"},
+                 "cysocketserver._poller", "cysocketserver._streams"},
     "python": {"cysocketserver._pure_counters", "cysocketserver._pure_loop",
                "cysocketserver._pure_epoll", "cysocketserver._pure_streams",
-               "cysocketserver._sendallwriter", "cysocketserver._pure_proxyproto"},
+               "cysocketserver._sendallwriter"},
 }
 # Never at the bare import.
 NEVER = {"greenlet", "typing", "logging", "ipaddress", "traceback", "textwrap", "tokenize",
-         "argparse", "ctypes", "contextlib", "cysocketserver.greenlets", "cysocketserver.metrics",
+         "argparse", "ctypes", "contextlib", "importlib.util", "cysocketserver.greenlets", "cysocketserver.metrics",
          "cysocketserver.prefork", "cysocketserver.cli", "cysocketserver.bench"}
 
 _PROGRAM = """

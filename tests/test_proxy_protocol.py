@@ -339,7 +339,8 @@ def test_datagram_server_refuses_the_setting(cy_ss):
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from cysocketserver._proxycommon import ANY, V1, V2, ProxyProtocolError  # noqa: E402
+from cysocketserver._proxycommon import ANY, V1, V2  # noqa: E402
+from cysocketserver.proxyprotocol import ProxyProtocolError  # noqa: E402
 
 
 def _parsers():
@@ -372,6 +373,39 @@ def test_both_parsers_are_there():
     if not _engine.available("compiled"):
         pytest.skip("the compiled engine is not built in this install")
     assert len(_parsers()) == 2
+
+
+def test_one_parser_source_compiled_for_one_engine_and_run_as_python_for_the_other():
+    import importlib.machinery
+    import inspect
+
+    from cysocketserver import _engine
+
+    pure = _engine.load("python").proxyproto
+    assert pure.__file__.endswith("_proxyproto.py")
+    assert inspect.isfunction(pure.parse) and inspect.isfunction(pure.scan)
+    if not _engine.available("compiled"):
+        pytest.skip("the compiled engine is not built in this install")
+    compiled = _engine.load("compiled").proxyproto
+    assert compiled is not pure
+    assert isinstance(compiled.__spec__.loader, importlib.machinery.ExtensionFileLoader)
+    assert compiled.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    assert not inspect.isfunction(compiled.parse) and not inspect.isfunction(compiled.scan)
+
+
+def test_header_types_have_a_public_home():
+    import cysocketserver.proxyprotocol as public
+    from cysocketserver import _engine
+
+    for name in ("compiled", "python"):
+        if not _engine.available(name):
+            continue
+        header = _engine.load(name).proxyproto.parse(VALID["v2-tlvs"][0], ANY)
+        assert type(header) is public.ProxyHeader
+        assert type(header).__module__ == "cysocketserver.proxyprotocol"
+        with pytest.raises(public.ProxyProtocolError) as refused:
+            _engine.load(name).proxyproto.parse(b"PROXY TCP4 nonsense\r\n", ANY)
+        assert refused.value.cause == "malformed"
 
 
 @pytest.mark.parametrize("label", sorted(VALID))

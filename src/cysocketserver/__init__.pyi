@@ -4,6 +4,7 @@ from typing import Literal
 
 from ._version import __version__ as __version__
 from .activation import listen_fds as listen_fds
+from .proxyprotocol import ProxyHeader as ProxyHeader, ProxyProtocolError as ProxyProtocolError
 from .prometheus import prometheus_text as prometheus_text
 from .greenlets import (
     GreenletMixIn as GreenletMixIn,
@@ -28,7 +29,7 @@ __all__ = [
     "ThreadingMixIn",
     "ThreadPoolMixIn", "ThreadPoolTCPServer", "ThreadPoolUDPServer",
     "GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "connect", "sleep", "to_thread",
-    "listen_fds", "prometheus_text",
+    "listen_fds", "prometheus_text", "ProxyHeader", "ProxyProtocolError",
 ]
 
 # Which engine runs: "compiled", or "python" when the compiled modules can't be imported

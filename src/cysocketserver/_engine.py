@@ -6,52 +6,111 @@ classes look the engine up when they build a loop, a stream, a hub or a server's
 (``current()``), so one process can run both: the tests do, through ``use()``.
 
 Set ``CYSOCKETSERVER_NO_EXTENSIONS=1`` to make the pure-Python engine the default.
+
+Every compiled module has its twin in a ``_pure_*.py`` file, except the PROXY protocol parser:
+one source, ``_proxyproto.py``, that setup.py also compiles (with the C types of
+``_proxyproto.pxd``) into the extension ``_proxyproto``.  Where the extension is built it sits
+beside the source under the same name, and ``import _proxyproto`` finds the extension first;
+so the pure engine loads the source from its file under a name of its own,
+``_pure_proxyproto``, and one process can hold both.  (Timed with ``bench/proxyproto_parse.py``
+and counted in instructions, the compiled one source parses v1 and v2 headers at least as fast
+as the hand-written ``.pyx`` it replaced.)
+
+The other pairs stay two, on purpose: the compiled serve loop, poller, streams, hub and
+counters are written against the system calls themselves (epoll, accept4, recv into the
+reader's own buffer, poll with the GIL released, greenlet's C API, counters in a caller's
+shared memory), which Python can only reach through the socket, select and greenlet modules.
+One source would have to be the slow Python path for both, or two paths in one file.  What
+the twins of a pair share is written once beside them (``_loopcommon``, ``_hubcommon``,
+``_counterfields``, ``_sendallwriter``), and the same tests run on both engines.
 """
 import os
+import sys
 
 __all__ = ["IMPLEMENTATION", "available", "current", "load", "use"]
 
 
 class Engine:
-    """One engine's parts.  ``Hub`` is imported on first use: it needs the greenlet package,
-    which only the greenlet servers use."""
+    """One engine's parts.  Two load on first use: ``Hub`` needs the greenlet package, which
+    only the greenlet servers use, and ``proxyproto`` only servers that receive the PROXY
+    protocol use."""
 
-    def __init__(self, name, hub_module, **parts):
+    def __init__(self, name, lazy, **parts):
         self.name = name
-        self._hub_module = hub_module
+        self._lazy = lazy
         self.__dict__.update(parts)
 
     def __getattr__(self, attribute):
-        if attribute != "Hub":
-            raise AttributeError(attribute)
-        module = __import__(__package__ + self._hub_module, fromlist=["Hub"])
-        self.Hub = module.Hub
-        return self.Hub
+        try:
+            loader = self._lazy[attribute]
+        except KeyError:
+            raise AttributeError(attribute) from None
+        value = loader()
+        setattr(self, attribute, value)
+        return value
 
     def __repr__(self):
         return "<cysocketserver engine %r>" % self.name
+
+
+def _compiled_hub():
+    from ._hub import Hub
+
+    return Hub
+
+
+def _compiled_proxyproto():
+    from . import _proxyproto
+
+    if type(_proxyproto.__loader__).__name__ != "ExtensionFileLoader":
+        # Built without the parser (CYSOCKETSERVER_BUILD_ONLY): the import found the source.
+        raise ImportError("cysocketserver._proxyproto is not compiled: rebuild the extensions")
+    return _proxyproto
 
 
 def _compiled():
     from ._counters import Counters, Meter
     from ._loop import ServeLoop
     from ._streams import SocketReader, SocketWriter
-    from . import _proxyproto
 
-    return Engine("compiled", "._hub", ServeLoop=ServeLoop, SocketReader=SocketReader,
-                  SocketWriter=SocketWriter, Counters=Counters, Meter=Meter,
-                  proxyproto=_proxyproto)
+    return Engine("compiled", {"Hub": _compiled_hub, "proxyproto": _compiled_proxyproto},
+                  ServeLoop=ServeLoop, SocketReader=SocketReader, SocketWriter=SocketWriter,
+                  Counters=Counters, Meter=Meter)
+
+
+def _pure_hub():
+    from ._pure_hub import Hub
+
+    return Hub
+
+
+def _pure_proxyproto():
+    """The parser's source, ``_proxyproto.py``, imported as Python under another name."""
+    name = __package__ + "._pure_proxyproto"
+    if name in sys.modules:
+        return sys.modules[name]
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "_proxyproto.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def _pure():
     from ._pure_counters import Counters, Meter
     from ._pure_loop import ServeLoop
     from ._pure_streams import SocketReader, SocketWriter
-    from . import _pure_proxyproto
 
-    return Engine("python", "._pure_hub", ServeLoop=ServeLoop, SocketReader=SocketReader,
-                  SocketWriter=SocketWriter, Counters=Counters, Meter=Meter,
-                  proxyproto=_pure_proxyproto)
+    return Engine("python", {"Hub": _pure_hub, "proxyproto": _pure_proxyproto},
+                  ServeLoop=ServeLoop, SocketReader=SocketReader, SocketWriter=SocketWriter,
+                  Counters=Counters, Meter=Meter)
 
 
 _LOADERS = {"compiled": _compiled, "python": _pure}

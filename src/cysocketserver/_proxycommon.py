@@ -1,5 +1,10 @@
-"""What both PROXY protocol parsers (``_proxyproto`` and ``_pure_proxyproto``) share: the error
-they raise, the record they return and the protocol's constants (HAProxy's proxy-protocol.txt)."""
+"""What the PROXY protocol parser (``_proxyproto``, compiled or run as Python) shares with the
+policy (``core.proxyproto``): the error it raises, the record it returns and the protocol's
+constants (HAProxy's proxy-protocol.txt).
+
+The two classes are public: users import them from ``cysocketserver.proxyprotocol``, which
+re-exports them, and they carry that module's name.  They are defined here, in the engine
+layer, so that the parser imports nothing from the layers above it."""
 import socket
 
 __all__ = [
@@ -27,6 +32,8 @@ class ProxyProtocolError(ValueError):
     "oversized" or "checksum" from the parser; the server adds "truncated", "slow" and
     "untrusted"."""
 
+    __module__ = "cysocketserver.proxyprotocol"      # where users import it from
+
     def __init__(self, cause, detail):
         super().__init__("%s: %s" % (cause, detail))
         self.cause = cause
@@ -44,6 +51,7 @@ class ProxyHeader:
     the order sent (empty for v1); ``length``: the header's size in bytes.
     """
 
+    __module__ = "cysocketserver.proxyprotocol"      # where users import it from
     __slots__ = ("version", "command", "family", "type", "source", "destination", "tlvs", "length")
 
     def __init__(self, version, command, family, type, source, destination, tlvs, length):

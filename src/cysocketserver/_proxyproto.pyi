@@ -1,4 +1,5 @@
-# The PROXY protocol parser; the pure-Python twin (_pure_proxyproto) has the same interface.
+# The PROXY protocol parser: one source (_proxyproto.py), compiled into this module where the
+# extensions are built, and run as Python by the pure engine (as cysocketserver._pure_proxyproto).
 
 from ._proxycommon import ProxyHeader
 

@@ -8,7 +8,7 @@ from ipaddress import IPv4Network, IPv6Network
 from socket import socket as _socket
 from typing import Any, Literal, Self, TypeAlias
 
-from ._proxycommon import ProxyHeader
+from .proxyprotocol import ProxyHeader
 from .handlers import BaseRequestHandler
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]

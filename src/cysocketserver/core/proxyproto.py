@@ -4,7 +4,7 @@ A server with ``proxy_protocol`` set reads the header its proxy sends at the sta
 connection before verify_request(), then runs the request with ``client_address`` set to the
 original client.  This module decides which versions are accepted, from which peers, how long
 to wait, where the header is read, and what happens to a bad one; the engine's parser
-(``_proxyproto`` or its twin ``_pure_proxyproto``) only turns bytes into a ``ProxyHeader``.
+(``_proxyproto``, compiled or run as Python) only turns bytes into a ``ProxyHeader``.
 
 Where the header is read: in the context that runs the request (the handler's thread, pooled
 thread or greenlet) when the server's process_request() is the package's own, so a slow proxy

@@ -121,7 +121,7 @@ class Hub(Protocol):
 
 
 class ProxyParser(Protocol):
-    """The PROXY protocol parser (``_pure_proxyproto`` documents it); ``accepted`` is a mask of
+    """The PROXY protocol parser (``_proxyproto`` documents it); ``accepted`` is a mask of
     ``_proxycommon.V1``/``V2``."""
 
     def scan(self, data: bytes, accepted: int) -> int: ...

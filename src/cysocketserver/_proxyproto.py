@@ -1,11 +1,16 @@
-"""The PROXY protocol parser in Python: the twin of the compiled ``_proxyproto``, same names,
-same results, same errors.  Mechanism only: which versions to accept, from whom and how long
+"""The PROXY protocol parser.  Mechanism only: which versions to accept, from whom and how long
 to wait is ``core.proxyproto``'s business.
 
 ``scan(data, accepted)``: how long the header at the start of ``data`` is, 0 while more bytes
 are needed to tell; raises ProxyProtocolError as soon as ``data`` cannot begin an acceptable
 header.  ``parse(header, accepted)``: the ProxyHeader for exactly one whole header.
 ``crc32c(data)``: the CRC32c (Castagnoli) of ``data``.
+
+One source for both engines: setup.py compiles this file with Cython into the extension module
+``cysocketserver._proxyproto``, with the C types declared in ``_proxyproto.pxd`` beside it
+(Cython's "pure Python mode"); the pure engine runs it as Python (``_engine`` says how both
+live in one process).  Bytes are read one at a time by index, which the compiled module does
+in C, and nothing here needs Cython at run time.
 """
 import os
 import socket
@@ -16,6 +21,12 @@ from ._proxycommon import (ADDRESS_BLOCK, FAMILIES, PP2_TYPE_CRC32C, TYPES, V1, 
 __all__ = ["scan", "parse", "crc32c"]
 
 _V1_PREFIX = b"PROXY "
+_AF_UNSPEC = socket.AF_UNSPEC
+_AF_INET = socket.AF_INET
+_AF_INET6 = socket.AF_INET6
+_SOCK_STREAM = socket.SOCK_STREAM
+_inet_ntop = socket.inet_ntop
+_inet_pton = socket.inet_pton
 
 
 def _crc32c_table():
@@ -29,34 +40,47 @@ def _crc32c_table():
 
 
 _CRC_TABLE = _crc32c_table()
+_ALL_ONES = 0xFFFFFFFF          # the CRC's initial value and final XOR
 
 
 def crc32c(data):
-    crc = 0xFFFFFFFF
-    table = _CRC_TABLE
-    for byte in bytes(data):
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
+    return _crc32c(bytes(data), 0, 0)
+
+
+def _crc32c(data, zero_from, zero_to):
+    """The CRC32c of ``data`` with the bytes from ``zero_from`` to ``zero_to`` read as 0."""
+    crc = _ALL_ONES
+    for i in range(len(data)):
+        byte = 0 if zero_from <= i < zero_to else data[i]
+        crc = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ _ALL_ONES
 
 
 def scan(data, accepted):
-    data = bytes(data)
-    size = len(data)
+    return _scan(bytes(data), accepted)
+
+
+def _scan(raw, accepted):
+    size = len(raw)
     if size == 0:
         return 0
-    if accepted & V2 and data[:12] == V2_SIGNATURE[:size]:
+    if accepted & V2 and raw[0] == 0x0D:
+        if not raw.startswith(V2_SIGNATURE[:size]):
+            raise ProxyProtocolError("malformed", "no PROXY protocol signature")
         if size < 16:
             return 0
-        if data[12] >> 4 != 2:
-            raise ProxyProtocolError("malformed", "unknown v2 version %d" % (data[12] >> 4))
-        total = 16 + int.from_bytes(data[14:16], "big")
+        if raw[12] >> 4 != 2:
+            raise ProxyProtocolError("malformed", "unknown v2 version %d" % (raw[12] >> 4))
+        total = 16 + (raw[14] << 8 | raw[15])
         if total > V2_MAX:
             raise ProxyProtocolError("oversized", "v2 header of %d bytes" % total)
         return total
-    if accepted & V1 and data[:6] == _V1_PREFIX[:size]:
-        end = data.find(b"\n", 0, V1_MAX)
+    if accepted & V1 and raw[0] == 0x50:
+        if not raw.startswith(_V1_PREFIX[:size]):
+            raise ProxyProtocolError("malformed", "no PROXY protocol signature")
+        end = raw.find(b"\n", 0, V1_MAX)
         if end >= 0:
-            if end == 0 or data[end - 1] != 0x0D:
+            if end == 0 or raw[end - 1] != 0x0D:
                 raise ProxyProtocolError("malformed", "v1 line ends without CRLF")
             return end + 1
         if size >= V1_MAX:
@@ -66,15 +90,15 @@ def scan(data, accepted):
 
 
 def parse(header, accepted):
-    header = bytes(header)
-    length = scan(header, accepted)
-    if length == 0 or length > len(header):
+    raw = bytes(header)
+    length = _scan(raw, accepted)
+    if length == 0 or length > len(raw):
         raise ProxyProtocolError("truncated", "incomplete header")
-    if length != len(header):
+    if length != len(raw):
         raise ProxyProtocolError("malformed", "bytes after the header")
-    if header[0] == 0x0D:
-        return _parse_v2(header)
-    return _parse_v1(header)
+    if raw[0] == 0x0D:
+        return _parse_v2(raw)
+    return _parse_v1(raw)
 
 
 def _port(text):
@@ -88,21 +112,21 @@ def _port(text):
 
 def _host(family, text):
     try:
-        return socket.inet_ntop(family, socket.inet_pton(family, text.decode("ascii")))
+        return _inet_ntop(family, _inet_pton(family, text.decode("ascii")))
     except (OSError, ValueError):
         raise ProxyProtocolError("malformed", "bad v1 address") from None
 
 
 def _parse_v1(header):
-    fields = header[:-2].split(b" ")
+    fields = header[:len(header) - 2].split(b" ")
     protocol = fields[1]
     if protocol == b"UNKNOWN":
         # Whatever follows UNKNOWN is to be ignored: the real peer stands.
-        return ProxyHeader(1, "PROXY", socket.AF_UNSPEC, 0, None, None, (), len(header))
+        return ProxyHeader(1, "PROXY", _AF_UNSPEC, 0, None, None, (), len(header))
     if protocol == b"TCP4":
-        family = socket.AF_INET
+        family = _AF_INET
     elif protocol == b"TCP6":
-        family = socket.AF_INET6
+        family = _AF_INET6
     else:
         raise ProxyProtocolError("malformed", "unknown v1 protocol")
     if len(fields) != 6:
@@ -111,14 +135,13 @@ def _parse_v1(header):
     destination_host = _host(family, fields[3])
     source_port = _port(fields[4])
     destination_port = _port(fields[5])
-    if family == socket.AF_INET:
+    if family == _AF_INET:
         source = (source_host, source_port)
         destination = (destination_host, destination_port)
     else:
         source = (source_host, source_port, 0, 0)
         destination = (destination_host, destination_port, 0, 0)
-    return ProxyHeader(1, "PROXY", family, socket.SOCK_STREAM, source, destination, (),
-                       len(header))
+    return ProxyHeader(1, "PROXY", family, _SOCK_STREAM, source, destination, (), len(header))
 
 
 def _unix_path(raw):
@@ -133,49 +156,49 @@ def _parse_v2(header):
     command = header[12] & 0x0F
     if command > 1:
         raise ProxyProtocolError("malformed", "unknown v2 command %d" % command)
-    family_code, type_code = header[13] >> 4, header[13] & 0x0F
+    family_code = header[13] >> 4
+    type_code = header[13] & 0x0F
     if family_code not in FAMILIES or type_code not in TYPES:
         raise ProxyProtocolError("malformed", "unknown v2 family/protocol 0x%02x" % header[13])
     block = ADDRESS_BLOCK[family_code]
-    if len(header) - 16 < block:
+    end = len(header)
+    if end - 16 < block:
         raise ProxyProtocolError("malformed", "v2 address block too short")
     tlvs = []
     checksums = []
     position = 16 + block
-    end = len(header)
     while position < end:
         if end - position < 3:
             raise ProxyProtocolError("malformed", "truncated v2 TLV")
         kind = header[position]
-        size = (header[position + 1] << 8) | header[position + 2]
+        size = header[position + 1] << 8 | header[position + 2]
         start = position + 3
         if end - start < size:
             raise ProxyProtocolError("malformed", "truncated v2 TLV")
-        value = header[start:start + size]
         if kind == PP2_TYPE_CRC32C:
             if size != 4:
                 raise ProxyProtocolError("malformed", "CRC32c TLV of %d bytes" % size)
             checksums.append(start)
-        tlvs.append((kind, value))
+        tlvs.append((kind, header[start:start + size]))
         position = start + size
     for start in checksums:
-        zeroed = header[:start] + b"\0\0\0\0" + header[start + 4:]
-        if crc32c(zeroed) != int.from_bytes(header[start:start + 4], "big"):
+        # The checksum is computed with its own four bytes as zeros.
+        sent = 0
+        for at in range(start, start + 4):
+            sent = sent << 8 | header[at]
+        if _crc32c(header, start, start + 4) != sent:
             raise ProxyProtocolError("checksum", "CRC32c mismatch")
-    family, kind = FAMILIES[family_code], TYPES[type_code]
+    family = FAMILIES[family_code]
     source = destination = None
     if command == 1 and type_code != 0:
         if family_code == 1:
-            source = (socket.inet_ntop(family, header[16:20]), int.from_bytes(header[24:26], "big"))
-            destination = (socket.inet_ntop(family, header[20:24]),
-                           int.from_bytes(header[26:28], "big"))
+            source = (_inet_ntop(family, header[16:20]), header[24] << 8 | header[25])
+            destination = (_inet_ntop(family, header[20:24]), header[26] << 8 | header[27])
         elif family_code == 2:
-            source = (socket.inet_ntop(family, header[16:32]),
-                      int.from_bytes(header[48:50], "big"), 0, 0)
-            destination = (socket.inet_ntop(family, header[32:48]),
-                           int.from_bytes(header[50:52], "big"), 0, 0)
+            source = (_inet_ntop(family, header[16:32]), header[48] << 8 | header[49], 0, 0)
+            destination = (_inet_ntop(family, header[32:48]), header[50] << 8 | header[51], 0, 0)
         elif family_code == 3:
             source = _unix_path(header[16:124])
             destination = _unix_path(header[124:232])
-    return ProxyHeader(2, "PROXY" if command == 1 else "LOCAL", family, kind, source,
-                       destination, tuple(tlvs), len(header))
+    return ProxyHeader(2, "PROXY" if command == 1 else "LOCAL", family, TYPES[type_code], source,
+                       destination, tuple(tlvs), end)
