@@ -11,7 +11,6 @@ killed task's ending is not an error.
 """
 import sys
 import traceback
-import types
 
 from greenlet import GreenletExit, getcurrent
 
@@ -46,14 +45,11 @@ class Task:
     """A function running in a greenlet of its own on the hub of the thread that spawned it.
 
     ``join()`` and ``kill()`` are called from greenlets of that same thread (a handler, another
-    task, or the thread's main greenlet, which waits on the hub).
+    task, or the thread's main greenlet, which waits on the hub).  Made by ``spawn()``.
     """
 
     __slots__ = ("_hub", "_greenlet", "_name", "_function", "_args", "_kwargs", "_done", "_result",
                  "_exception", "_waiters", "_retrieved")
-
-    # Task[int] in annotations evaluated at run time.
-    __class_getitem__ = classmethod(types.GenericAlias)
 
     def __init__(self, hub, function, args, kwargs):
         self._hub = hub
