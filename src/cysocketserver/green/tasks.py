@@ -130,14 +130,14 @@ class Task:
         that has ended does nothing."""
         if self._done:
             return
+        if getcurrent() is self._greenlet:
+            raise GreenletExit
+        self._check_thread()
         if self._function is not None:
             # Not started: the hub still switches to its greenlet once, which returns at once.
             self._function = self._args = self._kwargs = None
             self._finish(None, None)
             return
-        if getcurrent() is self._greenlet:
-            raise GreenletExit
-        self._check_thread()
         self._hub.kill(self._greenlet)
         self._wait(None)
 
