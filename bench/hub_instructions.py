@@ -113,6 +113,7 @@ def in_process_child(requests, size):
         for got in rfile:
             wfile.write(got)
 
+    greenlets.get_hub()  # spawn() runs tasks on this thread's hub
     greenlets.spawn(echo)
     for _ in range(requests):
         writer.write(line)

@@ -224,6 +224,7 @@ def fork_in_greenlet():
         children.append(pid)
 
     sys.stdout.flush()
+    greenlets.get_hub()  # spawn() runs tasks on this thread's hub
     greenlets.spawn(other)
     greenlets.spawn(forker)
     greenlets.sleep(0.3)

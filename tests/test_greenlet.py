@@ -799,6 +799,7 @@ def test_to_thread_limit_assigned_on_greenlets_takes_effect(gl, monkeypatch):
         workers.append(greenlets.to_thread(lambda: (time.sleep(0.05), threading.get_ident())[1]))
 
     try:
+        greenlets.get_hub()  # spawn() runs tasks on this thread's hub
         for _ in range(4):
             greenlets.spawn(caller)
         deadline = time.monotonic() + TIMEOUT
