@@ -24,7 +24,7 @@ pytest.importorskip("greenlet")
 
 import cysocketserver  # noqa: E402
 import cysocketserver.greenlets as greenlets  # noqa: E402
-from cysocketserver import _proxybuild, _pure_proxyproto  # noqa: E402
+from cysocketserver import _proxybuild  # noqa: E402
 from cysocketserver._proxycommon import ANY, V1, V2  # noqa: E402
 
 CLIENT = ("203.0.113.7", 5555)
@@ -326,11 +326,10 @@ def test_bad_arguments_fail_before_connecting(either, bad, error):
 def test_the_builder_agrees_with_both_parsers(cy_ss):
     from cysocketserver import _engine
 
-    parsers = [_pure_proxyproto.parse]
+    # Both engines' parsers: the one source run as Python, and compiled where it is built.
+    parsers = [_engine.load("python").proxyproto.parse]
     if _engine.available("compiled"):
-        from cysocketserver import _proxyproto
-
-        parsers.append(_proxyproto.parse)
+        parsers.append(_engine.load("compiled").proxyproto.parse)
     cases = [(CLIENT, SERVER), (CLIENT6, SERVER6), (("0.0.0.0", 0), ("255.255.255.255", 65535)),
              (("::ffff:10.0.0.1", 1), ("::", 2)), (("127.0.0.1", 3), ("::1", 4))]
     for version in (V1, V2):
