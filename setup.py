@@ -5,7 +5,7 @@ import sys
 from setuptools import Extension, setup
 
 EXT_DIR = "ext"
-MODULES = ["_counters", "_poller", "_loop", "_streams", "_loadgen", "_hub", "_proxyproto"]
+MODULES = ["_counters", "_poller", "_loop", "_streams", "_loadgen", "_hub", "_proxyproto", "_relay"]
 
 
 def want_extensions():

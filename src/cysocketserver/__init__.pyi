@@ -5,6 +5,7 @@ from typing import Literal
 from ._version import __version__ as __version__
 from .activation import listen_fds as listen_fds
 from .prometheus import prometheus_text as prometheus_text
+from .relaying import relay as relay
 from .greenlets import (
     GreenletMixIn as GreenletMixIn,
     GreenletTCPServer as GreenletTCPServer,
@@ -28,7 +29,7 @@ __all__ = [
     "ThreadingMixIn",
     "ThreadPoolMixIn", "ThreadPoolTCPServer", "ThreadPoolUDPServer",
     "GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "connect", "sleep", "to_thread",
-    "listen_fds", "prometheus_text",
+    "listen_fds", "prometheus_text", "relay",
 ]
 
 # Which engine runs: "compiled", or "python" when the compiled modules can't be imported

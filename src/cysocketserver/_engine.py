@@ -37,10 +37,11 @@ def _compiled():
     from ._loop import ServeLoop
     from ._streams import SocketReader, SocketWriter
     from . import _proxyproto
+    from . import _relay
 
     return Engine("compiled", "._hub", ServeLoop=ServeLoop, SocketReader=SocketReader,
                   SocketWriter=SocketWriter, Counters=Counters, Meter=Meter,
-                  proxyproto=_proxyproto)
+                  proxyproto=_proxyproto, relay=_relay)
 
 
 def _pure():
@@ -48,10 +49,11 @@ def _pure():
     from ._pure_loop import ServeLoop
     from ._pure_streams import SocketReader, SocketWriter
     from . import _pure_proxyproto
+    from . import _pure_relay
 
     return Engine("python", "._pure_hub", ServeLoop=ServeLoop, SocketReader=SocketReader,
                   SocketWriter=SocketWriter, Counters=Counters, Meter=Meter,
-                  proxyproto=_pure_proxyproto)
+                  proxyproto=_pure_proxyproto, relay=_pure_relay)
 
 
 _LOADERS = {"compiled": _compiled, "python": _pure}
