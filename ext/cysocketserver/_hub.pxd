@@ -60,10 +60,10 @@ cdef class Hub:
     cdef bint abandoned
 
     cdef int give_way(self) except -1
-    # For FdHandler code: attach() keeps fd in the interest set (even with no event asked, so
-    # that errors and hang-ups are heard) and sends its events to handler; watch() asks for
-    # exactly ``mask``; detach() removes fd from the set and forgets it.
-    cdef int attach(self, int fd, FdHandler handler) except -1
+    # For FdHandler code: attach() puts fd in the interest set for ``mask`` (kept there even
+    # with no event asked, so that errors and hang-ups are heard) and sends its events to
+    # handler; watch() asks for exactly ``mask``; detach() removes fd from the set and forgets it.
+    cdef int attach(self, int fd, FdHandler handler, uint32_t mask) except -1
     cdef int watch(self, int fd, uint32_t mask) except -1
     cdef void detach(self, int fd) noexcept
     # Park the running greenlet until someone wakes it (1: the deadline passed; < 0: none).

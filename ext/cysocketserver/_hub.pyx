@@ -471,7 +471,7 @@ cdef class Hub:
 
     # -- compiled handlers (FdHandler) ----------------------------------------------------------
 
-    cdef int attach(self, int fd, FdHandler handler) except -1:
+    cdef int attach(self, int fd, FdHandler handler, uint32_t mask) except -1:
         cdef _Fd ent
         cdef epoll_event ev
         if fd < 0:
@@ -482,8 +482,7 @@ cdef class Hub:
         if ent.exclusive:
             raise ValueError(f"fd {fd} is a shared listener")
         if self.backend == BACKEND_EPOLL:
-            # Registered with no event: epoll still reports errors and hang-ups.
-            ev.events = 0
+            ev.events = mask
             ev.data.u64 = 0
             ev.data.fd = fd
             if epoll_ctl(self.epfd, EPOLL_CTL_MOD if ent.mask else EPOLL_CTL_ADD, fd, &ev) < 0:
@@ -493,7 +492,7 @@ cdef class Hub:
                     epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev)
                 else:
                     return raise_errno(errno)
-        ent.mask = 0
+        ent.mask = mask
         ent.handler = handler
         return 0
 

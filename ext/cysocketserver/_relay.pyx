@@ -530,17 +530,15 @@ def relay_on_hub(Hub hub, a, b, idle_timeout=None, int splice_mode=_SPLICE_AUTO)
         h.glet = hub.current()
         h.timed = idle >= 0
         h.last = _now() if h.timed else 0.0
-        hub.attach(h.r.side[0].fd, h)
+        hub.attach(h.r.side[0].fd, h, EPOLLIN)
         try:
-            hub.attach(h.r.side[1].fd, h)
+            hub.attach(h.r.side[1].fd, h, EPOLLIN)
         except BaseException:
             hub.detach(h.r.side[0].fd)
             raise
         h.attached = True
         if h.r.dir[0].want_splice or h.r.dir[1].want_splice:
             _to_splice(&h.r)
-        hub.watch(h.r.side[0].fd, EPOLLIN)
-        hub.watch(h.r.side[1].fd, EPOLLIN)
         while not h.woken:
             deadline = h.last + idle if h.timed else -1.0
             if h.timed and _now() >= deadline:

@@ -304,7 +304,7 @@ class Hub:
 
     # -- attached handlers ----------------------------------------------------------------------
 
-    def attach(self, fd, handler):
+    def attach(self, fd, handler, events=0):
         """Send fd's events to ``handler.on_event(fd, events)`` (POLLIN/POLLOUT bits), called
         by the hub's dispatch itself (it must not wait), until detach(fd); forget_fd(fd) calls
         ``handler.on_forget(fd)``.  ``watch()`` says which events."""
@@ -318,6 +318,7 @@ class Hub:
         if ent.exclusive:
             raise ValueError(f"fd {fd} is a shared listener")
         ent.handler = handler
+        self.watch(fd, events)
 
     def watch(self, fd, events):
         """Report exactly ``events`` (POLLIN/POLLOUT) of an attached fd."""

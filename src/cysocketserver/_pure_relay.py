@@ -285,15 +285,13 @@ def relay_on_hub(hub, a, b, idle_timeout=None, splice_mode=SPLICE_AUTO):
     handler = _HubRelay(hub, relay, getcurrent())
     try:
         fd_a, fd_b = (side.fd for side in relay.sides)
-        hub.attach(fd_a, handler)
+        hub.attach(fd_a, handler, POLLIN)
         try:
-            hub.attach(fd_b, handler)
+            hub.attach(fd_b, handler, POLLIN)
         except BaseException:
             hub.detach(fd_a)
             raise
         handler.attached = True
-        hub.watch(fd_a, POLLIN)
-        hub.watch(fd_b, POLLIN)
         while not handler.woken:
             deadline = -1.0 if idle_timeout is None else handler.last + idle_timeout
             if idle_timeout is not None and monotonic() >= deadline:
