@@ -89,7 +89,12 @@ def serve_stdlib(upstream_port):
 
 
 def serve(kind, upstream_port):
-    server = (serve_relay if kind == "relay" else serve_stdlib)(upstream_port)
+    if kind.startswith("relay-"):
+        # relay-never, relay-always: the relay with relaying.SPLICE set so.
+        from .. import relaying
+
+        relaying.SPLICE = kind[len("relay-"):]
+    server = (serve_relay if kind.startswith("relay") else serve_stdlib)(upstream_port)
     print(json.dumps({"port": server.server_address[1], "pid": os.getpid()}), flush=True)
     server.serve_forever()
 
@@ -108,16 +113,16 @@ def start_upstream():
     return _spawn([sys.executable, server.__file__, "--impl", "reference", "--handler", "raw"])
 
 
-def start_haproxy(upstream_port, folder):
+def start_haproxy(upstream_port, folder, threads=None):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = os.path.join(folder, "haproxy.cfg")
     with open(config, "w") as f:
-        f.write("global\n    maxconn 4096\ndefaults\n    mode tcp\n    timeout connect 5s\n"
+        f.write("global\n    maxconn 4096\n%sdefaults\n    mode tcp\n    timeout connect 5s\n"
                 "    timeout client 60s\n    timeout server 60s\n"
                 "listen relay\n    bind 127.0.0.1:%d\n    server echo 127.0.0.1:%d\n"
-                % (port, upstream_port))
+                % ("    nbthread %d\n" % threads if threads else "", port, upstream_port))
     proc = subprocess.Popen([HAPROXY, "-f", config, "-db"], stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -134,7 +139,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=2.0)
-    parser.add_argument("--relays", default="relay,stdlib,haproxy")
+    parser.add_argument("--relays", default="relay,stdlib,haproxy",
+                        help="of relay, relay-never, relay-always, stdlib, haproxy, haproxy1")
     parser.add_argument("--workloads", default=",".join(w[0] for w in WORKLOADS))
     if argv is None:
         argv = sys.argv[1:]
@@ -145,8 +151,8 @@ def main(argv=None):
     from .. import _loadgen
 
     names = opts.relays.split(",")
-    if "haproxy" in names and not shutil.which(HAPROXY):
-        names.remove("haproxy")
+    if not shutil.which(HAPROXY):
+        names = [name for name in names if not name.startswith("haproxy")]
     procs = []
     folder = tempfile.mkdtemp()
     try:
@@ -154,8 +160,10 @@ def main(argv=None):
         procs.append(upstream)
         ports = {}
         for name in names:
-            if name == "haproxy":
-                proc, ports[name] = start_haproxy(upstream_port, folder)
+            if name.startswith("haproxy"):
+                # haproxy: its default config (a thread per CPU); haproxy1: one thread.
+                proc, ports[name] = start_haproxy(upstream_port, folder,
+                                                  1 if name == "haproxy1" else None)
             else:
                 proc, ports[name] = _spawn([sys.executable, "-m", "cysocketserver.bench.proxy",
                                             "serve", name, str(upstream_port)])
