@@ -28,6 +28,10 @@ The seam (identical in both engines):
     CYSOCKETSERVER_HUB_IO_BUDGET environment variable; 0: no limit) the greenlet gives way to
     the others through the ready queue.  A turn starts whenever the hub switches to a greenlet.
     The compiled streams count their own operations through ``_hub.hub_io_done``.
+    ``attach(fd, handler, events)``/``watch(fd, events)``/``detach(fd)``: the hub's dispatch
+    calls ``handler.on_event(fd, events)`` itself for an attached descriptor (the relay moves
+    its bytes so, with no greenlet switch; the compiled hub takes a ``_hub.FdHandler`` from C),
+    and ``park_until(deadline)`` parks the caller meanwhile (True: the deadline passed).
     ``close()``: close the hub's descriptors.  ``abandon()``: in the child of fork(), let go
     of the parent's hub without touching the parent's epoll set (greenlets.py calls it).
 
