@@ -54,7 +54,7 @@ _LAZY = {"prometheus_text": ".prometheus", "listen_fds": ".activation",
 # The greenlet servers: a greenlet per request on one OS thread.  greenlet is a dependency;
 # where it is missing, the rest of the package works and these names say how to get it.
 _GREENLET_NAMES = ["GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "connect", "sleep",
-                   "to_thread"]
+                   "spawn", "Task", "to_thread"]
 if hasattr(socket, "AF_UNIX"):
     _GREENLET_NAMES += ["GreenletUnixStreamServer", "GreenletUnixDatagramServer"]
 _LAZY.update(dict.fromkeys(_GREENLET_NAMES, ".greenlets"))

@@ -10,8 +10,10 @@ from .greenlets import (
     GreenletMixIn as GreenletMixIn,
     GreenletTCPServer as GreenletTCPServer,
     GreenletUDPServer as GreenletUDPServer,
+    Task as Task,
     connect as connect,
     sleep as sleep,
+    spawn as spawn,
     to_thread as to_thread,
 )
 from .handlers import (
@@ -28,8 +30,8 @@ __all__ = [
     "BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler",
     "ThreadingMixIn",
     "ThreadPoolMixIn", "ThreadPoolTCPServer", "ThreadPoolUDPServer",
-    "GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "connect", "sleep", "to_thread",
-    "listen_fds", "prometheus_text", "ProxyHeader", "ProxyProtocolError",
+    "GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "connect", "sleep", "spawn",
+    "Task", "to_thread", "listen_fds", "prometheus_text", "ProxyHeader", "ProxyProtocolError",
 ]
 
 # Which engine runs: "compiled", or "python" when the compiled modules can't be imported

@@ -11,7 +11,9 @@ blocking socket, a blocking library) freezes every client; use these instead:
 - ``connect()``: a cooperative client socket;
 - ``to_thread()``: run a blocking function in a worker thread and wait for it without holding
   the hub (at most ``TO_THREAD_MAX_THREADS`` workers, a setting that may be assigned here);
-- ``GreenSocket``: the cooperative ``socket.socket``; ``spawn()`` and ``get_hub()``.
+- ``spawn()``: run more work in a greenlet of its own on the same hub, as a ``Task`` to
+  ``join()`` or ``kill()``;
+- ``GreenSocket``: the cooperative ``socket.socket``; ``get_hub()``.
 
 This module gathers the public names; each piece lives in its own module of
 ``cysocketserver.green`` (the dispatch model in ``cysocketserver.models.greenlet``).
@@ -23,9 +25,10 @@ import types
 from greenlet import GreenletExit, getcurrent
 
 from ._hubcommon import HubBlockedWarning
-from .green.hub import get_hub, sleep, spawn
+from .green.hub import get_hub, sleep
 from .green.servers import GreenletMixIn, GreenletTCPServer, GreenletUDPServer
 from .green.socket import GreenSocket, connect
+from .green.tasks import Task, spawn
 from .green.to_thread import to_thread
 
 # Not in __all__, but reached here by code written when this module held the whole layer
@@ -42,7 +45,7 @@ from .models.greenlet import Greenlets, GreenletState as _State
 
 __all__ = [
     "GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "GreenSocket",
-    "connect", "sleep", "spawn", "to_thread", "get_hub", "HubBlockedWarning",
+    "connect", "sleep", "spawn", "Task", "to_thread", "get_hub", "HubBlockedWarning",
 ]
 
 if hasattr(__import__("socket"), "AF_UNIX"):

@@ -2,7 +2,7 @@
 import socket as _socket_module
 import sys
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, Literal, ParamSpec, TypeVar
 
 from ._hub import Hub
 from ._hubcommon import HubBlockedWarning as HubBlockedWarning
@@ -10,10 +10,11 @@ from .servers import TCPServer, UDPServer, _RequestType, _RetAddress
 
 __all__ = [
     "GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "GreenSocket",
-    "connect", "sleep", "spawn", "to_thread", "get_hub", "HubBlockedWarning",
+    "connect", "sleep", "spawn", "Task", "to_thread", "get_hub", "HubBlockedWarning",
 ]
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 POLLIN: Final[int]
 POLLOUT: Final[int]
@@ -23,9 +24,27 @@ TO_THREAD_MAX_THREADS: int
 
 def get_hub() -> Hub: ...
 def sleep(seconds: float) -> None: ...
-def spawn(function: Callable[..., object], *args: Any) -> Any: ...
+def spawn(function: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Task[_T]: ...
 def to_thread(function: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T: ...
-def connect(address: tuple[str, int] | str | bytes, timeout: float | None = None) -> GreenSocket: ...
+# A GreenSocket in a thread that runs a hub, else a plain socket.socket.
+def connect(
+    address: tuple[str, int] | str | bytes,
+    timeout: float | None = None,
+    source_address: tuple[str, int] | None = None,
+    *,
+    connect_timeout: float | None = None,
+    proxy_protocol: Literal["v1", "v2"] | None = None,
+    proxy_addresses: tuple[tuple[str, int], tuple[str, int]] | None = None,
+) -> _socket_module.socket: ...
+
+class Task(Generic[_T]):
+    # Made by spawn().
+    def __init__(self, hub: Hub, function: Callable[..., _T], args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> None: ...
+    def __del__(self) -> None: ...
+    def done(self) -> bool: ...
+    def join(self, timeout: float | None = None) -> _T: ...
+    def kill(self) -> None: ...
 
 class GreenSocket(_socket_module.socket):
     @classmethod

@@ -1,4 +1,6 @@
-"""``GreenSocket``, the cooperative ``socket.socket``, and ``connect()``, which makes one.
+"""``GreenSocket``, the cooperative ``socket.socket``, and ``connect()``, which makes one
+(or, in a thread that runs no hub, a plain socket), with a connect deadline and, for a proxy,
+a PROXY protocol header sent first.
 
 A call that would block parks the greenlet on this thread's hub instead of the thread.
 """
@@ -227,32 +229,108 @@ def as_green_socket(request):
     return request
 
 
-def connect(address, timeout=None):
-    """A cooperative socket connected to ``address`` (host, port) or a Unix socket path.
+# The values of connect()'s proxy_protocol, as the builder names the versions.
+_PROXY_VERSIONS = {"v1": 1, "v2": 2}
 
-    Like ``socket.create_connection(address, timeout)``: the socket's timeout is ``timeout``.
-    Host names are resolved in a worker thread.
-    """
-    if isinstance(address, (str, bytes)) and hasattr(socket, "AF_UNIX"):
-        candidates = [(socket.AF_UNIX, socket.SOCK_STREAM, 0, address)]
+
+def _proxy_header(proxy_protocol, proxy_addresses):
+    """The PROXY header connect() sends first (None for none), or TypeError/ValueError."""
+    if proxy_protocol is None:
+        if proxy_addresses is not None:
+            raise ValueError("proxy_addresses is given without proxy_protocol "
+                             "(\"v1\" or \"v2\")")
+        return None
+    version = _PROXY_VERSIONS.get(proxy_protocol) if isinstance(proxy_protocol, str) else None
+    if version is None:
+        raise ValueError("proxy_protocol must be \"v1\", \"v2\" or None, not %r"
+                         % (proxy_protocol,))
+    if proxy_addresses is None:
+        raise ValueError("proxy_protocol=%r needs proxy_addresses=(client_address, "
+                         "server_address)" % (proxy_protocol,))
+    if not isinstance(proxy_addresses, (tuple, list)) or len(proxy_addresses) != 2:
+        raise TypeError("proxy_addresses must be a pair (client_address, server_address), "
+                        "each (ip, port), not %r" % (proxy_addresses,))
+    from .._proxybuild import build  # only where a header is sent
+
+    return build(version, proxy_addresses[0], proxy_addresses[1])
+
+
+def _connect_deadline(timeout, connect_timeout):
+    """The time.monotonic() by which the connect must be done (None: no limit)."""
+    if connect_timeout is None:
+        # The socket's own timeout bounds the connect too; 0 (a non-blocking socket
+        # afterwards) leaves the connect itself unbounded, as None does.
+        limit = timeout or None
     else:
-        host, port = address[:2]
-        try:
-            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0,
-                                       socket.AI_NUMERICHOST | socket.AI_NUMERICSERV)
-        except (socket.gaierror, UnicodeError):
-            infos = to_thread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
-        candidates = [(af, kind, proto, addr) for af, kind, proto, _name, addr in infos]
+        if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float)):
+            raise TypeError("connect_timeout must be a number of seconds or None, not %s"
+                            % type(connect_timeout).__name__)
+        if not connect_timeout > 0:
+            raise ValueError("connect_timeout must be more than 0 seconds (None: no limit)")
+        limit = connect_timeout
+    return None if limit is None else monotonic() + limit
+
+
+def _candidates(address):
+    """(family, type, proto, address) to try in order, as socket.create_connection does."""
+    if isinstance(address, (str, bytes)) and hasattr(socket, "AF_UNIX"):
+        return [(socket.AF_UNIX, socket.SOCK_STREAM, 0, address)]
+    host, port = address[:2]
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0,
+                                   socket.AI_NUMERICHOST | socket.AI_NUMERICSERV)
+    except (socket.gaierror, UnicodeError):
+        # A name: resolved in a worker thread, so that a greenlet does not hold the hub.
+        infos = to_thread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+    return [(family, kind, proto, addr) for family, kind, proto, _name, addr in infos]
+
+
+def connect(address, timeout=None, source_address=None, *, connect_timeout=None,
+            proxy_protocol=None, proxy_addresses=None):
+    """A client socket connected to ``address`` (host, port) or a Unix socket path.
+
+    As ``socket.create_connection(address, timeout, source_address)``: ``timeout`` is the
+    socket's timeout afterwards; each address a name resolves to is tried in order (in a
+    worker thread, the name is resolved without holding the hub).  ``connect_timeout`` bounds
+    the connect, all the addresses together (default: ``timeout``): past it, TimeoutError.
+    With ``proxy_protocol`` "v1" or "v2", a PROXY protocol header naming
+    ``proxy_addresses=(client_address, server_address)`` is sent first, in one write.
+    In a thread that runs a hub, the socket is a GreenSocket whose waits park the greenlet;
+    in any other thread, a plain blocking socket.socket.
+    """
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError("timeout must be a number of seconds or None, not %s"
+                            % type(timeout).__name__)
+        if not timeout >= 0:
+            raise ValueError("timeout must be 0 or more seconds (None: no limit)")
+    header = _proxy_header(proxy_protocol, proxy_addresses)
+    kind = socket.socket if existing_hub() is None else GreenSocket
+    candidates = _candidates(address)
+    deadline = _connect_deadline(timeout, connect_timeout)
     error = None
-    for family, kind, proto, addr in candidates:
-        sock = GreenSocket(family, kind, proto)
+    for family, sock_type, proto, addr in candidates:
+        if deadline is not None:
+            left = deadline - monotonic()
+            if left <= 0:
+                error = TimeoutError("timed out")
+                break
+        sock = kind(family, sock_type, proto)
         try:
-            sock.settimeout(timeout)
+            sock.settimeout(None if deadline is None else left)
+            if source_address:
+                sock.bind(source_address)
             sock.connect(addr)
+            sock.settimeout(timeout)
+            if header is not None:
+                sock.sendall(header)
             return sock
         except OSError as exc:
             error = exc
             sock.close()
+        except BaseException:
+            sock.close()
+            raise
     if error is not None:
         try:
             raise error
