@@ -500,3 +500,24 @@ def test_haproxy_behind_accepts_our_proxy_v1():
                 proxy("--send-proxy", "v1", "--health-check-interval", "0",
                       "--upstream", "%s:%d" % (HOST, behind)) as running:
             assert running.who("127.0.0.9") == ("a", "127.0.0.9")
+
+
+def test_echo_metrics_endpoint_answers_healthz_and_readyz():
+    proc = subprocess.Popen([sys.executable, "-m", "cysocketserver", "echo", "--port", "0",
+                             "--metrics", "%s:0" % HOST], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=subprocess_env())
+    try:
+        proc.stdout.readline()
+        port = int(re.search(r":(\d+)/metrics", proc.stdout.readline().decode()).group(1))
+        for path in ("/healthz", "/readyz", "/metrics"):
+            with urllib.request.urlopen("http://%s:%d%s" % (HOST, port, path),
+                                        timeout=TIMEOUT) as reply:
+                assert reply.status == 200, path
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen("http://%s:%d/nothing" % (HOST, port), timeout=TIMEOUT)
+        assert missing.value.code == 404
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
