@@ -5,7 +5,8 @@ import sys
 from setuptools import Extension, setup
 
 EXT_DIR = "ext"
-MODULES = ["_counters", "_poller", "_loop", "_streams", "_loadgen", "_hub", "_proxyproto"]
+MODULES = ["_counters", "_poller", "_loop", "_streams", "_loadgen", "_hub", "_proxyproto",
+           "_relay"]
 # Compiled from their Python source in the package, typed by the .pxd beside it (Cython's pure
 # Python mode); the others from ext/cysocketserver/<name>.pyx.
 FROM_PYTHON = {"_proxyproto"}

@@ -29,6 +29,7 @@ _TOP_LEVEL = {
     "threadpool": "models",
     "servers": "public", "mixins": "public", "handlers": "public", "greenlets": "public",
     "activation": "public", "proxyprotocol": "public", "prometheus": "public",
+    "relaying": "public",
     "metrics": "services", "service": "services", "__main__": "services",
     "_loadgen": "services",   # the bench's compiled load client
 }

@@ -5,9 +5,20 @@ from libc.stdint cimport uint32_t, uint64_t
 from cysocketserver.includes.syscalls cimport pollfd
 
 
+cdef class FdHandler:
+    # Compiled code that the hub's event dispatch runs itself, with no greenlet switch: while
+    # attached to a descriptor (Hub.attach), every event the kernel reports for it goes to
+    # on_event() (epoll bits: EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP).  forget_fd() of an attached
+    # descriptor calls on_forget().  Both run inside the hub's loop: they must not wait, switch
+    # or raise (an exception would reach the thread's main greenlet).
+    cdef int on_event(self, int fd, uint32_t events) except -1
+    cdef int on_forget(self, int fd) except -1
+
+
 cdef class _Fd:
     cdef object reader          # the greenlet waiting to read, or None
     cdef object writer          # the greenlet waiting to write, or None
+    cdef FdHandler handler      # attached compiled code (see FdHandler), or None
     cdef uint32_t mask          # what the kernel (or the poll set) is asked to report
     cdef bint exclusive         # added with EPOLLEXCLUSIVE: never modified, removed and re-added
 
@@ -49,6 +60,16 @@ cdef class Hub:
     cdef bint abandoned
 
     cdef int give_way(self) except -1
+    # For FdHandler code: attach() keeps fd in the interest set (even with no event asked, so
+    # that errors and hang-ups are heard) and sends its events to handler; watch() asks for
+    # exactly ``mask``; detach() removes fd from the set and forgets it.
+    cdef int attach(self, int fd, FdHandler handler) except -1
+    cdef int watch(self, int fd, uint32_t mask) except -1
+    cdef void detach(self, int fd) noexcept
+    # Park the running greenlet until someone wakes it (1: the deadline passed; < 0: none).
+    cdef int park_until(self, double deadline) except -1
+    # The running greenlet (a new reference).
+    cdef object current(self)
     # wait_fd() without a Python-level call: 1 if the deadline passed, 0 if ready (or woken).
     cdef int wait(self, int fd, int events, double deadline) except -1
 
@@ -61,7 +82,7 @@ cdef class Hub:
     cdef int _forward(self, exc) except -1
     cdef int _switch(self, glet, value) except -1
     cdef int _run_once(self) except -1
-    cdef int _fire(self, int fd, bint readable, bint writable) except -1
+    cdef int _fire(self, int fd, uint32_t events) except -1
     cdef int _epoll(self, int ms) except -1
     cdef int _poll(self, int ms) except -1
 

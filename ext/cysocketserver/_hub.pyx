@@ -84,6 +84,16 @@ cdef object _partial = functools.partial
 cdef object _get_ident = threading.get_ident
 
 
+cdef class FdHandler:
+    """Compiled code run by the hub's event dispatch itself (see _hub.pxd); the relay is one."""
+
+    cdef int on_event(self, int fd, uint32_t events) except -1:
+        return 0
+
+    cdef int on_forget(self, int fd) except -1:
+        return 0
+
+
 @cython.final
 cdef class _Fd:
     pass
@@ -347,6 +357,8 @@ cdef class Hub:
         if fd < 0:
             raise ValueError(f"Invalid file descriptor: {fd}")
         ent = self._entry(fd)
+        if ent.handler is not None:
+            raise RuntimeError(f"fd {fd} is being relayed by the hub")
         if events & POLLIN:
             if ent.reader is not None and ent.reader is not cur:
                 raise RuntimeError(f"another greenlet is already waiting to read from fd {fd}")
@@ -444,14 +456,89 @@ cdef class Hub:
         cdef epoll_event ev
         if ent is None:
             return
-        if ent.mask and self.backend == BACKEND_EPOLL and self.epfd >= 0:
+        if (ent.mask or ent.handler is not None) and self.backend == BACKEND_EPOLL and \
+                self.epfd >= 0:
             epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &ev)
         ent.mask = 0
+        if ent.handler is not None:
+            handler, ent.handler = ent.handler, None
+            (<FdHandler>handler).on_forget(fd)
         # Whoever still waits on it learns at its next system call that it is gone.
         if ent.reader is not None:
             self.ready.append((ent.reader, None))
         if ent.writer is not None and ent.writer is not ent.reader:
             self.ready.append((ent.writer, None))
+
+    # -- compiled handlers (FdHandler) ----------------------------------------------------------
+
+    cdef int attach(self, int fd, FdHandler handler) except -1:
+        cdef _Fd ent
+        cdef epoll_event ev
+        if fd < 0:
+            raise ValueError(f"Invalid file descriptor: {fd}")
+        ent = self._entry(fd)
+        if ent.handler is not None or ent.reader is not None or ent.writer is not None:
+            raise RuntimeError(f"fd {fd} is in use by another greenlet")
+        if ent.exclusive:
+            raise ValueError(f"fd {fd} is a shared listener")
+        if self.backend == BACKEND_EPOLL:
+            # Registered with no event: epoll still reports errors and hang-ups.
+            ev.events = 0
+            ev.data.u64 = 0
+            ev.data.fd = fd
+            if epoll_ctl(self.epfd, EPOLL_CTL_MOD if ent.mask else EPOLL_CTL_ADD, fd, &ev) < 0:
+                if errno == EEXIST:
+                    epoll_ctl(self.epfd, EPOLL_CTL_MOD, fd, &ev)
+                elif errno == ENOENT:
+                    epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev)
+                else:
+                    return raise_errno(errno)
+        ent.mask = 0
+        ent.handler = handler
+        return 0
+
+    cdef int watch(self, int fd, uint32_t mask) except -1:
+        cdef _Fd ent = self.fds.get(fd)
+        cdef epoll_event ev
+        if ent is None or ent.handler is None or ent.mask == mask:
+            return 0
+        if self.backend == BACKEND_EPOLL:
+            ev.events = mask
+            ev.data.u64 = 0
+            ev.data.fd = fd
+            if epoll_ctl(self.epfd, EPOLL_CTL_MOD, fd, &ev) < 0:
+                return raise_errno(errno)
+        ent.mask = mask
+        return 0
+
+    cdef void detach(self, int fd) noexcept:
+        cdef _Fd ent = self.fds.get(fd)
+        cdef epoll_event ev
+        if ent is None or ent.handler is None:
+            return
+        ent.handler = None
+        ent.mask = 0
+        if self.backend == BACKEND_EPOLL and self.epfd >= 0:
+            epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &ev)
+        if ent.reader is None and ent.writer is None:
+            del self.fds[fd]
+
+    cdef int park_until(self, double deadline) except -1:
+        cdef _Timer t = None
+        cur = greenlet_getcurrent()
+        if cur is self.glet:
+            raise RuntimeError("the hub itself cannot wait")
+        if deadline >= 0:
+            t = self._add_timer(deadline, cur, TIMED_OUT)
+        try:
+            value = greenlet_switch(self.glet, NULL)
+        finally:
+            if t is not None:
+                self._cancel(t)
+        return 1 if value is TIMED_OUT else 0
+
+    cdef object current(self):
+        return greenlet_getcurrent()
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -549,14 +636,19 @@ cdef class Hub:
             self._poll(_timeout_ms(timeout))
         return 0
 
-    cdef int _fire(self, int fd, bint readable, bint writable) except -1:
+    cdef int _fire(self, int fd, uint32_t events) except -1:
         cdef _Fd ent = self.fds.get(fd)
         cdef uint32_t unwanted = 0, mask
         cdef epoll_event ev
+        cdef bint readable = (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0
+        cdef bint writable = (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0
         if ent is None:
             if self.backend == BACKEND_EPOLL:
                 epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &ev)
             return 0
+        if ent.handler is not None:
+            # Compiled code moves the bytes here, in the hub: no greenlet switch.
+            return ent.handler.on_event(fd, events)
         if readable:
             if ent.reader is not None:
                 self.ready.append((ent.reader, None))
@@ -603,8 +695,7 @@ cdef class Hub:
             if fd == self.wakeup.rfd:
                 wakeup_drain(&self.wakeup)
                 continue
-            self._fire(fd, (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0,
-                       (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0)
+            self._fire(fd, ev)
         return 0
 
     cdef int _poll(self, int ms) except -1:
@@ -626,7 +717,7 @@ cdef class Hub:
         self.pollfds[0].revents = 0
         for fd, obj in self.fds.items():
             ent = <_Fd>obj
-            if ent.mask:
+            if ent.mask or ent.handler is not None:
                 self.pollfds[count].fd = fd
                 self.pollfds[count].events = (POLLIN if ent.mask & EPOLLIN else 0) | \
                     (POLLOUT if ent.mask & EPOLLOUT else 0)
@@ -650,6 +741,8 @@ cdef class Hub:
         for i in range(1, count):
             rev = self.pollfds[i].revents
             if rev:
-                self._fire(self.pollfds[i].fd, (rev & (POLLIN | POLLERR | POLLHUP | POLLNVAL)) != 0,
-                           (rev & (POLLOUT | POLLERR | POLLHUP | POLLNVAL)) != 0)
+                self._fire(self.pollfds[i].fd,
+                           (EPOLLIN if rev & POLLIN else 0) | (EPOLLOUT if rev & POLLOUT else 0) |
+                           (EPOLLERR if rev & (POLLERR | POLLNVAL) else 0) |
+                           (EPOLLHUP if rev & POLLHUP else 0))
         return 0

@@ -25,7 +25,7 @@ __all__ = [
     "BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler",
     "ThreadingMixIn",
     "ThreadPoolMixIn", "ThreadPoolTCPServer", "ThreadPoolUDPServer",
-    "listen_fds", "prometheus_text", "ProxyHeader", "ProxyProtocolError",
+    "listen_fds", "prometheus_text", "ProxyHeader", "ProxyProtocolError", "relay",
 ]
 
 if hasattr(os, "fork"):
@@ -50,7 +50,8 @@ if hasattr(socket, "AF_UNIX"):
 
 # Names loaded on first use: name -> the module that defines it.
 _LAZY = {"prometheus_text": ".prometheus", "listen_fds": ".activation",
-         "ProxyHeader": ".proxyprotocol", "ProxyProtocolError": ".proxyprotocol"}
+         "ProxyHeader": ".proxyprotocol", "ProxyProtocolError": ".proxyprotocol",
+         "relay": ".relaying"}
 # The greenlet servers: a greenlet per request on one OS thread.  greenlet is a dependency;
 # where it is missing, the rest of the package works and these names say how to get it.
 _GREENLET_NAMES = ["GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "connect", "sleep",

@@ -6,6 +6,7 @@ from ._version import __version__ as __version__
 from .activation import listen_fds as listen_fds
 from .proxyprotocol import ProxyHeader as ProxyHeader, ProxyProtocolError as ProxyProtocolError
 from .prometheus import prometheus_text as prometheus_text
+from .relaying import relay as relay
 from .greenlets import (
     GreenletMixIn as GreenletMixIn,
     GreenletTCPServer as GreenletTCPServer,
@@ -32,6 +33,7 @@ __all__ = [
     "ThreadPoolMixIn", "ThreadPoolTCPServer", "ThreadPoolUDPServer",
     "GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "connect", "sleep", "spawn",
     "Task", "to_thread", "listen_fds", "prometheus_text", "ProxyHeader", "ProxyProtocolError",
+    "relay",
 ]
 
 # Which engine runs: "compiled", or "python" when the compiled modules can't be imported

@@ -73,9 +73,22 @@ def _compiled():
     from ._loop import ServeLoop
     from ._streams import SocketReader, SocketWriter
 
-    return Engine("compiled", {"Hub": _compiled_hub, "proxyproto": _compiled_proxyproto},
+    return Engine("compiled", {"Hub": _compiled_hub, "proxyproto": _compiled_proxyproto,
+                               "relay": _compiled_relay},
                   ServeLoop=ServeLoop, SocketReader=SocketReader, SocketWriter=SocketWriter,
                   Counters=Counters, Meter=Meter)
+
+
+def _compiled_relay():
+    from . import _relay
+
+    return _relay
+
+
+def _pure_relay():
+    from . import _pure_relay
+
+    return _pure_relay
 
 
 def _pure_hub():
@@ -108,7 +121,7 @@ def _pure():
     from ._pure_loop import ServeLoop
     from ._pure_streams import SocketReader, SocketWriter
 
-    return Engine("python", {"Hub": _pure_hub, "proxyproto": _pure_proxyproto},
+    return Engine("python", {"Hub": _pure_hub, "proxyproto": _pure_proxyproto, "relay": _pure_relay},
                   ServeLoop=ServeLoop, SocketReader=SocketReader, SocketWriter=SocketWriter,
                   Counters=Counters, Meter=Meter)
 

@@ -86,11 +86,12 @@ def _seconds(value):
 
 
 class _Fd:
-    __slots__ = ("reader", "writer", "mask", "exclusive")
+    __slots__ = ("reader", "writer", "mask", "exclusive", "handler")
 
     def __init__(self):
         self.reader = None
         self.writer = None
+        self.handler = None      # attached code that takes the events itself (see attach)
         self.mask = 0
         self.exclusive = False   # registered with EPOLLEXCLUSIVE (see set_exclusive)
 
@@ -223,6 +224,8 @@ class Hub:
         ent = self._fds.get(fd)
         if ent is None:
             ent = self._fds[fd] = _Fd()
+        if ent.handler is not None:
+            raise RuntimeError(f"fd {fd} is being relayed by the hub")
         if events & POLLIN:
             if ent.reader is not None and ent.reader is not cur:
                 raise RuntimeError("another greenlet is already waiting to read from fd %d" % fd)
@@ -287,6 +290,9 @@ class Hub:
                 self._selector.unregister(fd)
             except (KeyError, ValueError, OSError):
                 pass
+        if ent is not None and ent.handler is not None:
+            handler, ent.handler = ent.handler, None
+            handler.on_forget(fd)
         if ent is not None:
             # Whoever still waits on it learns at its next syscall that it is gone; a greenlet
             # waiting to read and to write is woken once (a second wake-up would end its next,
@@ -295,6 +301,67 @@ class Hub:
                 self._ready.append((ent.reader, None))
             if ent.writer is not None and ent.writer is not ent.reader:
                 self._ready.append((ent.writer, None))
+
+    # -- attached handlers ----------------------------------------------------------------------
+
+    def attach(self, fd, handler):
+        """Send fd's events to ``handler.on_event(fd, events)`` (POLLIN/POLLOUT bits), called
+        by the hub's dispatch itself (it must not wait), until detach(fd); forget_fd(fd) calls
+        ``handler.on_forget(fd)``.  ``watch()`` says which events."""
+        if fd < 0:
+            raise ValueError(f"Invalid file descriptor: {fd}")
+        ent = self._fds.get(fd)
+        if ent is None:
+            ent = self._fds[fd] = _Fd()
+        if ent.handler is not None or ent.reader is not None or ent.writer is not None:
+            raise RuntimeError(f"fd {fd} is in use by another greenlet")
+        if ent.exclusive:
+            raise ValueError(f"fd {fd} is a shared listener")
+        ent.handler = handler
+
+    def watch(self, fd, events):
+        """Report exactly ``events`` (POLLIN/POLLOUT) of an attached fd."""
+        ent = self._fds.get(fd)
+        if ent is None or ent.handler is None:
+            return
+        mask = (selectors.EVENT_READ if events & POLLIN else 0) | \
+               (selectors.EVENT_WRITE if events & POLLOUT else 0)
+        if mask == ent.mask:
+            return
+        if not mask:
+            self._selector.unregister(fd)
+        elif ent.mask:
+            self._selector.modify(fd, mask, ent)
+        else:
+            self._selector.register(fd, mask, ent)
+        ent.mask = mask
+
+    def detach(self, fd):
+        ent = self._fds.get(fd)
+        if ent is None or ent.handler is None:
+            return
+        ent.handler = None
+        if ent.mask:
+            ent.mask = 0
+            try:
+                self._selector.unregister(fd)
+            except (KeyError, ValueError, OSError):
+                pass
+        if ent.reader is None and ent.writer is None:
+            del self._fds[fd]
+
+    def park_until(self, deadline):
+        """Park the running greenlet until woken; True if the deadline (< 0: none) passed."""
+        cur = getcurrent()
+        if cur is self.glet:
+            raise RuntimeError("the hub itself cannot wait")
+        timer = self._add_timer(deadline, cur, TIMED_OUT) if deadline >= 0 else None
+        try:
+            value = self.glet.switch()
+        finally:
+            if timer is not None:
+                self._cancel(timer)
+        return value is TIMED_OUT
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -378,6 +445,11 @@ class Hub:
                         pass
                 except OSError:
                     pass
+                continue
+            if ent.handler is not None:
+                # Attached code moves the bytes here, in the hub: no greenlet switch.
+                ent.handler.on_event(key.fd, (POLLIN if mask & selectors.EVENT_READ else 0) |
+                                     (POLLOUT if mask & selectors.EVENT_WRITE else 0))
                 continue
             unwanted = 0
             if mask & selectors.EVENT_READ:

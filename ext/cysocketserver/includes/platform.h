@@ -62,6 +62,28 @@ static inline int accept4(int fd, struct sockaddr *a, socklen_t *l, int flags)
 { (void)fd; (void)a; (void)l; (void)flags; errno = ENOSYS; return -1; }
 #endif
 
+/* splice(2) between a socket and a pipe, and pipes made for it (the relay's bulk path).
+   Elsewhere stand-ins that fail with ENOSYS, so that the relay copies instead. */
+#if defined(__linux__) && !defined(CYS_PORTABLE)
+#  define CYS_HAVE_SPLICE 1
+#  ifndef F_SETPIPE_SZ
+#    define F_SETPIPE_SZ 1031
+#  endif
+#else
+#  define CYS_HAVE_SPLICE 0
+#  define SPLICE_F_MOVE 1
+#  define SPLICE_F_NONBLOCK 2
+#  define F_SETPIPE_SZ 1031
+#  define splice cys_stub_splice
+#  define pipe2 cys_stub_pipe2
+static inline ssize_t splice(int i, void *io, int o, void *oo, size_t n, unsigned int f)
+{ (void)i; (void)io; (void)o; (void)oo; (void)n; (void)f; errno = ENOSYS; return -1; }
+static inline int pipe2(int *fds, int flags) { (void)fds; (void)flags; errno = ENOSYS; return -1; }
+#endif
+#ifndef ENOTSOCK
+#  define ENOTSOCK EBADF
+#endif
+
 #ifndef SOCK_CLOEXEC
 #  define SOCK_CLOEXEC 0
 #endif

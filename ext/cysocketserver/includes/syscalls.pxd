@@ -78,6 +78,17 @@ cdef extern from "includes/platform.h" nogil:
     ssize_t recv(int fd, void *buf, size_t n, int flags)
     ssize_t send(int fd, const void *buf, size_t n, int flags)
 
+    # the relay: end of stream, and splice(2) through a pipe (CYS_HAVE_SPLICE: Linux)
+    const int SHUT_WR
+    int shutdown(int fd, int how)
+    const int CYS_HAVE_SPLICE
+    const unsigned int SPLICE_F_MOVE
+    const unsigned int SPLICE_F_NONBLOCK
+    const int F_SETPIPE_SZ
+    const int O_CLOEXEC
+    ssize_t splice(int fd_in, void *off_in, int fd_out, void *off_out, size_t n, unsigned int flags)
+    int pipe2(int *fds, int flags)
+
     # errno values the loop tells apart
     const int EINTR
     const int EAGAIN
@@ -88,6 +99,9 @@ cdef extern from "includes/platform.h" nogil:
     const int ENOMEM
     const int ECONNABORTED
     const int EPROTO
+    const int EINVAL
+    const int ENOSYS
+    const int ENOTSOCK
 
 cdef extern from "<netinet/in.h>" nogil:
     struct in_addr:

@@ -27,12 +27,6 @@ log = logging.getLogger("cysocketserver")
 # At most one line per kind of failure this often; the lines between are counted.
 _LOG_EVERY = 10.0
 
-try:
-    _relay = cysocketserver.relay
-except AttributeError:                  # TEMPORARY, until relay() lands
-    from ._interim_relay import relay as _relay
-
-
 class _Throttled:
     """Log lines of one kind at most once per _LOG_EVERY seconds, saying how many were
     left out: a dead upstream costs one line, never a line (or a traceback) per client."""
@@ -75,8 +69,8 @@ class ProxyHandler(cysocketserver.BaseRequestHandler):
         upstream, sock = connected
         sent = received = 0
         try:
-            sent, received = _relay(self.request, sock,
-                                    idle_timeout=state.settings.idle_timeout)
+            sent, received = cysocketserver.relay(self.request, sock,
+                                                  idle_timeout=state.settings.idle_timeout)
         finally:
             sock.close()
             upstream.active -= 1
