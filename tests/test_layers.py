@@ -39,7 +39,7 @@ _SUBPACKAGES = {
     # The greenlet model's runtime (each thread's hub, the cooperative socket, to_thread, the
     # loop's waiter) is part of the dispatch models; its servers are public classes.
     "models": "models", "green": "models",
-    "cli": "services", "prefork": "services", "bench": "services",
+    "cli": "services", "prefork": "services", "bench": "services", "proxy": "services",
 }
 # Modules of a subpackage whose layer is not the subpackage's.
 _MODULES = {"cysocketserver.green.servers": "public"}

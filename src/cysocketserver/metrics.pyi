@@ -8,8 +8,14 @@ from .servers import TCPServer, _InetAddress
 __all__ = ["prometheus_text", "MetricsServer", "CONTENT_TYPE"]
 
 class MetricsServer(ThreadingMixIn, TCPServer):
-    """An HTTP endpoint for Prometheus: GET /metrics answers source()."""
+    """An HTTP endpoint for Prometheus: GET /metrics answers source(); GET /readyz 200 while
+    ready(), else 503; GET /healthz 200."""
     source: Callable[[], str]
+    ready: Callable[[], bool]
     def __init__(
-        self, server_address: _InetAddress, source: Callable[[], str], bind_and_activate: bool = True
+        self,
+        server_address: _InetAddress,
+        source: Callable[[], str],
+        bind_and_activate: bool = True,
+        ready: Callable[[], bool] | None = None,
     ) -> None: ...

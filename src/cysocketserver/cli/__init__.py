@@ -3,6 +3,9 @@
 - ``main``: the parser and the dispatch to the subcommands.
 - ``options``: option values (ports, addresses, whole numbers, seconds) and one-line errors.
 - ``echo``: the echo subcommand: its handlers, server classes, checks, binding and running.
+- ``proxy``: the proxy subcommand: its options, server class, binding, reloading and running
+  (the proxy itself is the ``cysocketserver.proxy`` package).
+- ``serving``: what the serving commands share: guard and operations options, logging, mix-ins.
 - ``workers``: ``echo --workers``, under the prefork supervisor.
 - ``binding``: resolving, binding errors, Unix socket files.
 - ``exporter``: the ``--metrics`` endpoint.

@@ -2,19 +2,14 @@
 comes back, with --udp every datagram.  The package's own classes are never changed: the
 command subclasses them.  It serves on the sockets a service manager passed (``LISTEN_FDS``)
 when there are any."""
-import logging
 import socket
 import sys
 
 import cysocketserver
 from cysocketserver import service
 from cysocketserver.activation import listen_fds
-from cysocketserver.cli import binding, exporter, options, workers
+from cysocketserver.cli import binding, exporter, options, serving, workers
 from cysocketserver.cli.options import EXIT_USAGE, PROG, UsageError
-
-DEFAULT_DRAIN_TIMEOUT = 10.0
-
-log = logging.getLogger("cysocketserver")
 
 
 class LineEcho(cysocketserver.StreamRequestHandler):
@@ -67,26 +62,11 @@ def add_command(commands):
     how.add_argument("--backlog", type=options.positive, default=128,
                      help="the listen backlog, request_queue_size (default: %(default)s)")
     workers.add_options(echo)
-    guards = echo.add_argument_group("guards (stream servers)")
-    guards.add_argument("--max-connections", type=options.positive,
-                        help="stop accepting at this many open connections (default: no limit)")
-    guards.add_argument("--max-connections-per-client", type=options.positive, metavar="N",
-                        help="close at once a client host's connections beyond N "
-                             "(default: no limit)")
+    guards = serving.add_guards(echo, "guards (stream servers)")
     guards.add_argument("--idle-timeout", type=options.seconds(False), metavar="SECONDS",
                         help="close a connection that has sent nothing for this long "
                              "(default: never)")
-    guards.add_argument("--drain-timeout", type=options.seconds(True), metavar="SECONDS",
-                        default=DEFAULT_DRAIN_TIMEOUT,
-                        help="on SIGTERM, how long open connections may finish before they "
-                             "are cut; 0 cuts them at once (default: %(default)s)")
-    ops = echo.add_argument_group("operations")
-    ops.add_argument("--metrics", type=options.host_port, metavar="HOST:PORT",
-                     help="serve Prometheus metrics at http://HOST:PORT/metrics; :PORT "
-                          "listens on every interface (0.0.0.0) (default: off)")
-    ops.add_argument("--log-level", default="info",
-                     choices=["debug", "info", "warning", "error"],
-                     help="what to log on stderr (default: %(default)s)")
+    serving.add_operations(echo)
     echo.set_defaults(run=run)
     return echo
 
@@ -125,27 +105,6 @@ _BASES = {
 }
 
 
-class _DualStack:
-    """Binds '::' for IPv4 clients too, where the system allows it."""
-
-    def server_bind(self):
-        if self.address_family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):
-            try:
-                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            except OSError:
-                pass
-        super().server_bind()
-
-
-class _LoggedErrors:
-    """A handler's exception is logged (with its traceback at debug level), not printed."""
-
-    def handle_error(self, request, client_address):
-        error = sys.exc_info()[1]
-        log.warning("handler failed for %s: %s: %s", client_address, type(error).__name__, error,
-                    exc_info=log.isEnabledFor(logging.DEBUG))
-
-
 def _model(args):
     if args.server is not None:
         return args.server
@@ -173,7 +132,7 @@ def _server_class(transport, args, family=None):
         attrs["max_threads"] = args.max_threads
     if family is not None:
         attrs["address_family"] = family
-    mixins = (_LoggedErrors, _DualStack) if family == socket.AF_INET6 else (_LoggedErrors,)
+    mixins = serving.mixins(family)
     prefork, prefork_attrs = workers.mixin(args)
     if prefork is not None:
         attrs.update(prefork_attrs)
@@ -273,8 +232,7 @@ def _signals(args, transport):
 
 def run(args):
     """Serve until a signal; the exit status."""
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serving.setup_logging(args.log_level)
     servers = []
     try:
         servers = build_servers(args)

@@ -3,7 +3,7 @@ import argparse
 import sys
 
 import cysocketserver
-from cysocketserver.cli import echo
+from cysocketserver.cli import echo, proxy
 from cysocketserver.cli.options import EXIT_USAGE, PROG, Parser
 
 EXAMPLE = """\
@@ -24,6 +24,7 @@ def build_parser():
     _add_version(parser)
     commands = parser.add_subparsers(dest="command", metavar="command", parser_class=Parser)
     _add_version(echo.add_command(commands))
+    _add_version(proxy.add_command(commands))
     # Listed for --help; its options are the bench subpackage's own, read by it alone.
     commands.add_parser("bench", help="compare with the stdlib's socketserver "
                         "(%s bench --help)" % PROG, add_help=False)

@@ -49,7 +49,7 @@ def check_options(args):
             if value]
         if used:
             raise UsageError("%s: only with --workers" % ", ".join(used))
-    elif args.udp and args.max_requests is not None:
+    elif getattr(args, "udp", False) and args.max_requests is not None:
         raise UsageError("--max-requests counts connections: not with --udp")
 
 
@@ -76,10 +76,14 @@ def check_server(server):
         raise UsageError(str(exc).replace("Echo", "", 1)) from None
 
 
-def serve(server, metrics, ready):
-    """Supervise the workers until a signal (see ``service.run``); the exit status."""
+def serve(server, metrics, ready, reload=None):
+    """Supervise the workers until a signal (see ``service.run``); the exit status.
+    ``reload``: what SIGHUP calls instead of the server's reload() (a command that reads its
+    settings anew first)."""
     actions = {getattr(signal, name): getattr(server, method)
                for name, method in _ACTIONS if hasattr(signal, name)}
+    if reload is not None:
+        actions[signal.SIGHUP] = reload
     # The parent's server_close() stops the workers at once (SIGQUIT, then SIGKILL).
     return service.run([server], extra=metrics, ready=ready, actions=actions,
                        stop_at_once=lambda parent: parent.server_close(), summary=summary)

@@ -1,0 +1,210 @@
+"""The proxy's handler and server classes: each connection picks an upstream, connects to it
+(retrying the next eligible one when a connect fails), relays both ways until both ends are
+done, and counts what it did.
+
+``ProxyMixIn`` goes before a stream server class (``GreenletTCPServer`` by default: every
+connection and the health checks are greenlets on one hub).  ``configure(settings)`` sets
+what new connections use -- called again on a reload, it replaces the upstream set at once,
+while open connections keep the upstream they have.
+"""
+import logging
+import threading
+from time import monotonic
+
+import cysocketserver
+from cysocketserver.core.proxyproto import header_of
+from cysocketserver.greenlets import get_hub
+
+from . import health
+from .balance import make_balancer
+from .counters import Board, exposition
+from .upstreams import Upstream, UpstreamSet
+
+__all__ = ["ProxyState", "ProxyHandler", "ProxyMixIn"]
+
+log = logging.getLogger("cysocketserver")
+
+# At most one line per kind of failure this often; the lines between are counted.
+_LOG_EVERY = 10.0
+
+class _Throttled:
+    """Log lines of one kind at most once per _LOG_EVERY seconds, saying how many were
+    left out: a dead upstream costs one line, never a line (or a traceback) per client."""
+
+    def __init__(self):
+        self._next = {}
+        self._skipped = {}
+
+    def warning(self, kind, message, *args):
+        now = monotonic()
+        if now < self._next.get(kind, 0.0):
+            self._skipped[kind] = self._skipped.get(kind, 0) + 1
+            return
+        skipped = self._skipped.pop(kind, 0)
+        self._next[kind] = now + _LOG_EVERY
+        if skipped:
+            message += " (and %d more like it in the last %g s)" % (skipped, _LOG_EVERY)
+        log.warning(message, *args)
+
+
+class ProxyState:
+    """What a new connection uses: the settings, the upstreams and the balancer."""
+
+    def __init__(self, settings, upstreams, balancer):
+        self.settings = settings
+        self.upstreams = upstreams
+        self.balancer = balancer
+
+
+class ProxyHandler(cysocketserver.BaseRequestHandler):
+    """Relays one client connection to an upstream."""
+
+    def handle(self):
+        server = self.server
+        state = server.proxy_state          # this connection's, whatever a reload does next
+        connected = server.connect_upstream(state, self.client_address,
+                                            self._local_address())
+        if connected is None:
+            return
+        upstream, sock = connected
+        sent = received = 0
+        try:
+            sent, received = cysocketserver.relay(self.request, sock,
+                                                  idle_timeout=state.settings.idle_timeout)
+        finally:
+            sock.close()
+            upstream.active -= 1
+            counters = upstream.counters
+            counters.add("closed")
+            counters.add("sent", sent)
+            counters.add("received", received)
+
+    def _local_address(self):
+        """The address the client connected to: the PROXY header's, when one came."""
+        header = header_of(self.server, self.request)
+        if header is not None and header.destination is not None:
+            return header.destination
+        return self.request.getsockname()
+
+
+class ProxyMixIn:
+    """The proxy's server: put before a stream server class; ``configure()`` before serving."""
+
+    proxy_state = None
+    board = None
+    proxy_log = None
+
+    # -- the settings --------------------------------------------------------------------------
+
+    def configure(self, settings):
+        """Use ``settings`` (a config.Settings) for new connections from now on; upstreams
+        whose name stays keep their state and their open connections."""
+        if self.board is None:
+            self.board = Board()
+        old = self.proxy_state
+        known = old.upstreams.by_name if old is not None else {}
+        upstreams = []
+        for spec in settings.upstreams:
+            upstream = known.get(spec.name)
+            if upstream is None:
+                upstream = Upstream(spec, self.board.column(spec.name))
+            else:
+                upstream.spec = spec         # a new weight or limit applies at once
+            upstreams.append(upstream)
+        if old is not None and old.settings.balance == settings.balance:
+            balancer = old.balancer
+        else:
+            balancer = make_balancer(settings.balance)
+        if self.proxy_log is None:
+            self.proxy_log = _Throttled()
+        self.proxy_state = ProxyState(settings, UpstreamSet(upstreams), balancer)
+
+    # -- connecting ----------------------------------------------------------------------------
+
+    def connect_upstream(self, state, client_address, local_address):
+        """(upstream, connected socket) for a client, or None once every eligible upstream
+        has failed (retries + 1 attempts at most)."""
+        settings = state.settings
+        client_host = client_address[0] if isinstance(client_address, tuple) else ""
+        header = None
+        if settings.send_proxy is not None:
+            header = dict(proxy_protocol=settings.send_proxy,
+                          proxy_addresses=(tuple(client_address[:2]), tuple(local_address[:2])))
+        tried = []
+        for _attempt in range(settings.retries + 1):
+            candidates = state.upstreams.eligible(tried)
+            if not candidates:
+                break
+            upstream = state.balancer.pick(candidates, client_host)
+            tried.append(upstream)
+            upstream.active += 1      # counted while connecting, for leastconn and limits
+            try:
+                sock = cysocketserver.connect(upstream.address,
+                                              connect_timeout=settings.connect_timeout,
+                                              **(header or {}))
+            except (OSError, ValueError) as exc:
+                upstream.active -= 1
+                upstream.counters.add("failures")
+                reason = ("timed out after %g s" % settings.connect_timeout
+                          if isinstance(exc, TimeoutError) else str(exc.strerror or exc))
+                if settings.health_check_interval:
+                    upstream.failed(settings.fall, "connect: " + reason)
+                self.proxy_log.warning(("connect", upstream.name),
+                                          "connect to upstream %s failed: %s", upstream.name,
+                                          reason)
+                continue
+            upstream.counters.add("opened")
+            if settings.health_check_interval:
+                upstream.succeeded(settings.rise)
+            return upstream, sock
+        self.proxy_log.warning(
+            "none", "no upstream took a connection from %s (%s); closed it", client_host,
+            "tried %s" % ", ".join(upstream.name for upstream in tried) if tried
+            else "none is up with room")
+        return None
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def serve_forever(self, poll_interval=0.5):
+        """Serve, with the health checks beside: a task on this thread's hub (greenlet
+        servers) or a thread of their own (the others)."""
+        if isinstance(self, cysocketserver.GreenletMixIn):
+            get_hub()
+            checks = cysocketserver.spawn(health.run, lambda: self.proxy_state)
+            try:
+                return super().serve_forever(poll_interval)
+            finally:
+                checks.kill()
+        stop = threading.Event()
+        thread = threading.Thread(target=_checks_in_thread, args=(self, stop), daemon=True,
+                                  name="proxy-health-checks")
+        thread.start()
+        try:
+            return super().serve_forever(poll_interval)
+        finally:
+            stop.set()
+
+    # -- what operators see ----------------------------------------------------------------------
+
+    def upstream_figures(self):
+        """{upstream name: figures} of the configured upstreams, from every process."""
+        figures = self.board.snapshot()
+        return {upstream.name: figures[upstream.name] for upstream in self.proxy_state.upstreams}
+
+    def upstream_metrics(self):
+        """The per-upstream series in Prometheus text."""
+        return exposition(self.board.snapshot(),
+                          [upstream.name for upstream in self.proxy_state.upstreams])
+
+    def ready(self):
+        """Whether at least one upstream is up (for /readyz)."""
+        return any(row["up"] for row in self.upstream_figures().values())
+
+
+def _checks_in_thread(server, stop):
+    """The health checks of a threading server: a thread with a hub of its own."""
+    get_hub()
+    checks = cysocketserver.spawn(health.run, lambda: server.proxy_state)
+    while not stop.is_set():
+        cysocketserver.sleep(0.2)
+    checks.kill()
