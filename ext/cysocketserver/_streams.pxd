@@ -39,6 +39,7 @@ cdef class SocketReader(_SocketStream):
     cdef Py_ssize_t _pos         # next byte to hand out
     cdef Py_ssize_t _read_end    # end of buffered data, -1 when the buffer is invalid
     cdef bint _timed_out         # a recv timed out: later raw reads fail
+    cdef bint _drained           # cooperative: the last recv emptied the socket
     cdef bint _refcounted        # we did sock._io_refs += 1
     cdef bint _detached          # detach() handed the socket to its SocketIO
     cdef object _raw             # the SocketIO handed out as .raw, if asked for

@@ -466,6 +466,19 @@ cdef class SocketReader(_SocketStream):
         if self._coop_wait is None and not _in_main_thread():
             deadline = self._deadline()
             blocking_recv = deadline == -1.0
+        elif self._drained:
+            # A greenlet's socket that the last recv() emptied (it returned less than asked):
+            # in a request/reply exchange the next bytes come only after our reply, so a recv()
+            # now would almost always fail with EAGAIN.  Park first, then read: one system call
+            # less per request.  (Level-triggered readiness: bytes already there wake us at
+            # once.)
+            self._drained = False
+            deadline = self._deadline()
+            if deadline != 0.0:
+                if self._wait(fd, POLLIN, deadline):
+                    self._set_timed_out()
+                    raise TimeoutError("timed out")
+                fd = self._fileno()
         while True:
             # The call copies data: without the GIL, like the send (see _sendall).
             with nogil:
@@ -474,8 +487,10 @@ cdef class SocketReader(_SocketStream):
             if r >= 0:
                 if self._meter is not None:
                     self._meter.received += r
-                if self._coop_hub is not None:
-                    hub_io_done(self._coop_hub)
+                if self._coop_wait is not None:
+                    self._drained = 0 < r < n
+                    if self._coop_hub is not None:
+                        hub_io_done(self._coop_hub)
                 return r
             if err == EINTR:
                 PyErr_CheckSignals()
