@@ -43,12 +43,16 @@ def defers_to_request_context(server, model):
 
 
 def release(server, request):
-    """The end of a request's life: out of the connection registry, and shutdown_request().
+    """The end of a request's life: out of the connection registry, a TLS connection's
+    close_notify, and shutdown_request().
 
     In that order: once out of the registry, the guards can no longer cut the connection, so
     they never shut down a descriptor number that closing has handed to a newer connection."""
     try:
         server._connection_registry.discard(request)
+        plan = state_of(server).plan
+        if plan is not None and plan.tls is not None:
+            plan.tls.notify_close(request)
     finally:
         server.shutdown_request(request)
 
@@ -99,8 +103,8 @@ def admit_in_child(server, request, client_address):
     tls = None if plan is None else plan.tls
     if tls is None or not tls.in_child:
         return request, True
-    request, done = tls.accept(request, client_address)
-    if not done:
+    # The serving thread wrapped it (make_admit).
+    if not tls.handshake(request, client_address):
         return request, False
     return request, bool(server.verify_request(request, client_address))
 
@@ -159,9 +163,13 @@ def make_admit(server, plan):
     tls = plan.tls
     handshake = None
     if tls is not None:
-        if tls.deferred or tls.in_child:
-            # Verified after the handshake, in the request's context or the child.
+        if tls.deferred:
+            # Verified after the handshake, in the request's context.
             verify = None
+        elif tls.in_child:
+            # Wrapped here (no I/O), shaken hands with and verified in the child.
+            verify = None
+            handshake = tls.wrap
         else:
             # In the serving thread: the plain servers' own (one request at a time), or
             # before a process_request() of the user's.

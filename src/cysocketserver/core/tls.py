@@ -14,8 +14,10 @@ Where the handshake runs -- the same place as a PROXY header's reading:
   process_request() and the hook the model runs there are the package's own; a slow or silent
   client then holds nothing but its socket and that context;
 - in the child process for ForkingMixIn, where the model says it admits there
-  (``Model.admits_in_child``): verify_request() then runs in the child too, after the
-  handshake;
+  (``Model.admits_in_child``): the serving thread wraps the socket (no I/O), the child runs
+  the handshake, then verify_request(), then the handler.  A process_request() of the user's
+  that skips the child's admission still hands its handler a TLS socket, whose handshake
+  OpenSSL then runs on its first read;
 - elsewhere in the serving thread: for the plain servers that is the request's own context
   anyway (one request at a time); a process_request() of the user's is called with the TLS
   socket once the handshake is done.
@@ -128,9 +130,17 @@ class TlsPolicy:
 
     def accept(self, request, client_address):
         """``(sock, done)``: the request as a TLS socket and True once its handshake is done;
-        or what to release and False when it failed (counted and logged).  From the wrap on,
-        the connection registry knows the request as its TLS socket, which keeps the timeout
-        the accepted socket had."""
+        or what to release and False when it failed (counted and logged)."""
+        tls, done = self.wrap(request, client_address)
+        if done:
+            done = self.handshake(tls, client_address)
+        return tls, done
+
+    def wrap(self, request, client_address):
+        """``(sock, done)``: the request as a TLS socket whose handshake has not started (no
+        I/O yet) and True; or the request and False when it failed.  From here on the
+        connection registry knows the request as its TLS socket, which keeps the timeout the
+        accepted socket had."""
         wrap = _wrappers.get(type(request))
         try:
             if wrap is None:
@@ -142,16 +152,35 @@ class TlsPolicy:
             self.failed("closed", exc.strerror or str(exc), client_address)
             return request, False
         self.server._connection_registry.replace(request, tls)
+        return tls, True
+
+    def handshake(self, tls, client_address):
+        """Drive ``tls``'s handshake to its end; whether it succeeded (a failure is counted
+        and logged)."""
         try:
             drive_handshake(tls, monotonic() + self.timeout)
         except HandshakeFailed as exc:
             self.failed(exc.cause, exc.detail, client_address)
-            return tls, False
+            return False
         tally = self.figures
         version = tls.version()
         with tally.lock:
             tally.versions[version] += 1
-        return tls, True
+        return True
+
+    def notify_close(self, request):
+        """Tell a TLS client that the server is done (close_notify), so that it sees the
+        end of the stream rather than a truncation; never waits for its answer."""
+        unwrap = getattr(request, "unwrap", None)
+        if unwrap is None:
+            return
+        try:
+            request.settimeout(0.0)
+            unwrap()
+        except Exception:
+            # The answer is not awaited (SSLWantReadError), or the connection is gone, was
+            # cut or was unwrapped by the handler already.
+            pass
 
     def failed(self, cause, detail, client_address):
         tally = self.figures
