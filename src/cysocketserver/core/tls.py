@@ -53,7 +53,7 @@ _NOT_TLS = frozenset(["HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "WRONG_VERSION_NUMB
 
 # socket class -> wrap(context, sock): for sockets that are not plain (registered by the layer
 # that owns the class; a subclass is looked up by its own class only).
-_wrappers = {}
+_wrappers: "dict[type, object]" = {}
 
 
 def register_wrapper(socket_class, wrap):
