@@ -411,6 +411,50 @@ def test_greenlet_server_stays_fast_with_silent_and_idle_tls_clients(
                 sock.close()
 
 
+def test_greenlet_server_one_fast_tls_client_does_not_starve_the_others(
+        cy_ss, server_context, client_context):
+    """A client that keeps its handler's TLS socket always readable never makes that handler
+    wait; the hub's I/O budget still gives the other handlers their turn."""
+    stop = threading.Event()
+
+    class EchoPings(cy_ss.StreamRequestHandler):
+        def handle(self):
+            for line in self.rfile:
+                if line.startswith(b"ping"):
+                    self.wfile.write(line)
+
+    server = make_server(cy_ss, "GreenletTCPServer", server_context, handler=EchoPings)
+
+    def flood(tls):
+        batch = (b"x" * 100 + b"\n") * 200
+        while not stop.is_set():
+            try:
+                tls.sendall(batch)
+            except (OSError, ValueError):
+                return
+
+    with serving(server):
+        fast = tls_connect(client_context, server.server_address)
+        writer = threading.Thread(target=flood, args=(fast,), daemon=True)
+        writer.start()
+        try:
+            time.sleep(0.2)  # the flood is under way
+            with tls_connect(client_context, server.server_address) as tls:
+                worst = 0.0
+                for i in range(20):
+                    started = time.monotonic()
+                    tls.sendall(b"ping %d\n" % i)
+                    assert read_line(tls) == b"ping %d\n" % i
+                    worst = max(worst, time.monotonic() - started)
+            print("worst round trip beside a flooding TLS client: %.1f ms" % (worst * 1e3))
+            assert worst < 1.0
+        finally:
+            stop.set()
+            writer.join(TIMEOUT)
+            half_close(fast)
+            fast.close()
+
+
 # --------------------------------------------------------------------------- figures
 
 

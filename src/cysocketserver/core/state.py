@@ -3,10 +3,10 @@
 A server's documented attributes (``socket``, ``server_address``, ``timeout``...) stay where
 the stdlib puts them.  What the package adds -- the serve plan, the concurrency model, the
 connection registry and its counters, the idle sweep, the PROXY protocol's headers and
-refusals, the TLS handshakes' figures, the greenlet servers' state, a prefork parent's supervisor or a worker's
-housekeeping -- lives in one ``ServerState``, reached through ``state_of(server)`` and made on
-first use (a subclass may skip ``BaseServer.__init__``, as the stdlib allows).  It is the only
-private key this package writes into a server's ``__dict__``.
+refusals, the TLS handshakes' figures, the greenlet servers' state, a prefork parent's
+supervisor or a worker's housekeeping -- lives in one ``ServerState``, reached through
+``state_of(server)`` and made on first use (a subclass may skip ``BaseServer.__init__``, as the
+stdlib allows).  It is the only private key this package writes into a server's ``__dict__``.
 
 A forked prefork worker calls ``become_worker()``: what the parent made is the parent's, so
 each part says below whether it survives the fork.
