@@ -37,7 +37,7 @@ ENGINE = {
 }
 # Never at the bare import.
 NEVER = {"greenlet", "typing", "logging", "ipaddress", "traceback", "textwrap", "tokenize",
-         "argparse", "ctypes", "contextlib", "importlib.util", "cysocketserver.greenlets", "cysocketserver.metrics",
+         "argparse", "ctypes", "contextlib", "importlib.util", "ssl", "_ssl", "cysocketserver.greenlets", "cysocketserver.metrics",
          "cysocketserver.prefork", "cysocketserver.cli", "cysocketserver.bench"}
 
 _PROGRAM = """

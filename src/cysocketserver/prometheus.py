@@ -45,6 +45,15 @@ _SERIES = (
      "Worker processes killed for a missed heartbeat (PreforkMixIn).", None),
 )
 
+# stats() maps -> one counter whose label tells the map's keys apart (TLS).
+_LABELLED_SERIES = (
+    ("tls_versions", "cysocketserver_tls_handshakes_total", "counter",
+     "TLS handshakes completed, by negotiated protocol version.", "version"),
+    ("tls_handshake_failures", "cysocketserver_tls_handshake_failures_total", "counter",
+     "TLS handshakes that failed, by cause (timeout, not_tls, closed, certificate, alert, "
+     "protocol).", "cause"),
+)
+
 # PreforkMixIn's per-worker figures (stats()["per_worker"]), labelled with the worker index.
 _WORKER_SERIES = (
     ("requests_total", "cysocketserver_worker_requests_total", "counter",
@@ -101,6 +110,16 @@ def prometheus_text(servers):
             if extra is not None:
                 pairs.append(extra)
             lines.append("%s%s %s" % (metric, _labels(pairs), _number(value)))
+    for key, metric, kind, help_text, label in _LABELLED_SERIES:
+        present = [name for name, stats in snapshots if key in stats]
+        if not present:
+            continue
+        lines.append("# HELP %s %s" % (metric, help_text))
+        lines.append("# TYPE %s %s" % (metric, kind))
+        for name, stats in snapshots:
+            for value_label, value in sorted(stats.get(key, {}).items()):
+                lines.append("%s%s %s" % (metric, _labels([("server", name), (label, value_label)]),
+                                          _number(value)))
     for key, metric, kind, help_text in _WORKER_SERIES:
         present = [(name, row["index"], row[key]) for name, stats in snapshots
                    for row in stats.get("per_worker", ()) if row.get(key) is not None]

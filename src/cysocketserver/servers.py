@@ -43,6 +43,21 @@ class BaseServer:
 
     ``stats()`` returns the server's figures as a dict.  The guards act on stream connections
     (TCP, Unix stream); ForkingMixIn refuses them, since its children own the connections.
+
+    TLS, for stream servers (None, off by default):
+
+    ``ssl_context``
+        An ``ssl.SSLContext`` for the server side (``ssl.PROTOCOL_TLS_SERVER``, with its
+        certificate chain loaded).  Every accepted connection is wrapped with it and its
+        handshake run before verify_request(), which then sees the TLS socket, as the handler
+        does (``self.request``).  The handshake runs in the request's own thread, pooled
+        thread or greenlet, in ForkingMixIn's child where the model allows it, and in the
+        serving thread for the plain servers (which handle one request at a time there
+        anyway) or a process_request() of your own.  A failed handshake closes the connection
+        and is counted by cause in ``stats()["tls_handshake_failures"]``.  In the greenlet
+        servers the TLS socket is cooperative, as the plain one is.
+    ``tls_handshake_timeout``
+        Seconds a client has for its whole handshake (default 10).
     """
 
     timeout = None
@@ -56,6 +71,11 @@ class BaseServer:
     proxy_protocol = None
     proxy_protocol_trusted = ("127.0.0.0/8", "::1/128")
     proxy_protocol_timeout = 3.0
+    # TLS (core/tls.py): an ssl.SSLContext made for the server side wraps every accepted
+    # connection; its handshake, bounded as a whole by tls_handshake_timeout seconds, runs in
+    # the request's own context, after the PROXY header and before verify_request().
+    ssl_context = None
+    tls_handshake_timeout = 10.0
     # True where other processes serve the same listening socket (a prefork worker sets it):
     # the listener is then waited on with an exclusive wake-up where the platform has one
     # (core/plan.py), so a connection wakes one idle process rather than all of them.
@@ -153,6 +173,9 @@ class BaseServer:
         ``handler_errors_total`` (exceptions passed to handle_error()), ``accept_errors_total``
         (failed accept()/recvfrom() calls), ``bytes_received_total`` and ``bytes_sent_total``
         (through the handlers' rfile/wfile and the greenlet servers' cooperative sockets);
+        with an ``ssl_context``: ``tls_handshakes_total``, ``tls_handshake_failures_total``,
+        ``tls_versions`` (a dict: negotiated version -> handshakes) and
+        ``tls_handshake_failures`` (a dict: cause -> failures; see core/tls.py);
         ``uptime_seconds``; ``server``, ``model``, ``engine``; and the concurrency model's own
         figures: ``threads_running`` (ThreadingMixIn), ``pool_threads_busy``/``_idle``/``_max``
         (ThreadPoolMixIn), ``greenlets_running`` (GreenletMixIn), ``children_active``

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Network, IPv6Network
 from socket import socket as _socket
+from ssl import SSLContext
 from typing import Any, Literal, Self, TypeAlias
 
 from .proxyprotocol import ProxyHeader
@@ -42,6 +43,9 @@ class BaseServer:
     proxy_protocol: Literal["v1", "v2", "any"] | None
     proxy_protocol_trusted: str | Iterable[str | IPv4Network | IPv6Network]
     proxy_protocol_timeout: float
+    # TLS on every accepted connection (this package's; None: off).
+    ssl_context: SSLContext | None
+    tls_handshake_timeout: float
     @property
     def proxy_protocol_refused(self) -> Counter[str]: ...
     def proxy_header(self, request: _RequestType) -> ProxyHeader | None: ...

@@ -62,6 +62,12 @@ def add_command(commands):
     how.add_argument("--backlog", type=options.positive, default=128,
                      help="the listen backlog, request_queue_size (default: %(default)s)")
     workers.add_options(echo)
+    tls = echo.add_argument_group("TLS (stream servers)")
+    tls.add_argument("--tls-cert", metavar="FILE",
+                     help="serve TLS with this PEM certificate chain; each connection's "
+                          "handshake runs off the serving loop (default: off)")
+    tls.add_argument("--tls-key", metavar="FILE",
+                     help="the PEM private key of --tls-cert (default: in the --tls-cert file)")
     guards = serving.add_guards(echo, "guards (stream servers)")
     guards.add_argument("--idle-timeout", type=options.seconds(False), metavar="SECONDS",
                         help="close a connection that has sent nothing for this long "
@@ -80,6 +86,30 @@ def _check_options(args):
             ("--idle-timeout", args.idle_timeout)) if value is not None]
         if used:
             raise UsageError("%s: only for stream servers, not with --udp" % ", ".join(used))
+    args.ssl_context = _tls_context(args)
+
+
+def _tls_context(args):
+    """The server-side SSLContext --tls-cert and --tls-key ask for, or None."""
+    if args.tls_cert is None:
+        if args.tls_key is not None:
+            raise UsageError("--tls-key: only with --tls-cert")
+        return None
+    if args.udp:
+        raise UsageError("--tls-cert: only for stream servers, not with --udp")
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    except OSError as exc:
+        raise UsageError("cannot read the TLS certificate or key: %s: %s"
+                         % (exc.filename or args.tls_cert, exc.strerror or exc)) from None
+    except ssl.SSLError as exc:
+        raise UsageError("the TLS certificate %s or key %s is not usable: %s"
+                         % (args.tls_cert, args.tls_key or args.tls_cert,
+                            exc.reason or exc)) from None
+    return context
 
 
 # -- the server classes ---------------------------------------------------------------------------
@@ -127,7 +157,8 @@ def _server_class(transport, args, family=None):
     if not transport.endswith("udp"):
         attrs.update(max_connections=args.max_connections,
                      max_connections_per_client=args.max_connections_per_client,
-                     idle_timeout=args.idle_timeout, drain_timeout=args.drain_timeout)
+                     idle_timeout=args.idle_timeout, drain_timeout=args.drain_timeout,
+                     ssl_context=getattr(args, "ssl_context", None))
     if args.max_threads is not None:
         attrs["max_threads"] = args.max_threads
     if family is not None:
@@ -246,9 +277,9 @@ def run(args):
         for server, transport in servers:
             with_workers = ("" if args.workers is None else
                             ", %d workers (%s)" % (args.workers, args.balancing))
-            print("echo (%s, %s, %s engine%s) on %s; %s"
-                  % (transport, type(server).package_class, cysocketserver.IMPLEMENTATION,
-                     with_workers, binding.display(server.server_address),
+            print("echo (%s%s, %s, %s engine%s) on %s; %s"
+                  % (transport, "+tls" if getattr(server, "ssl_context", None) else "",
+                     type(server).package_class, cysocketserver.IMPLEMENTATION, with_workers, binding.display(server.server_address),
                      _signals(args, transport)), flush=True)
         for endpoint in metrics:
             print("metrics on http://%s/metrics" % binding.display(endpoint.server_address),

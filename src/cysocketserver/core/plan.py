@@ -13,7 +13,7 @@ import sys
 
 from .._loopcommon import INTAKE_ACCEPT, INTAKE_HOOKS, INTAKE_RECVFROM
 from . import guards as _guards
-from .admission import intake_error, make_admit
+from .admission import defers_to_request_context, intake_error, make_admit
 from .hooks import is_default, is_noop
 from .nodelay import wants_nodelay
 from .state import state_of
@@ -126,6 +126,7 @@ class Plan:
     intake_error: "Callable[[int], float]"     # accept()/recvfrom() failed: pause seconds
     guards: "Any"                   # core.guards.Guards
     proxy: "Any"                    # core.proxyproto.HeaderReader, None without the PROXY protocol
+    tls: "Any"                      # core.tls.TlsPolicy, None without ssl_context
     exclusive: bool               # wait for the listener with an exclusive wake-up: of the
                                   # processes sharing it, one idle one wakes
 
@@ -177,6 +178,8 @@ def make_plan(server, model):
     plan.family = plan.type = plan.proto = 0
     plan.max_packet = 0
     plan.intake = INTAKE_HOOKS
+    # Only a plain socket.socket listener: one wrapped with wrap_socket() (an ssl.SSLSocket, as
+    # http.server.HTTPSServer makes) is accepted through its own accept(), as the stdlib does.
     native = (is_default(server, "_handle_request_noblock") and is_default(server, "get_request")
               and is_default(server, "fileno") and type(sock) is socket.socket
               and sock.family in (socket.AF_INET, socket.AF_INET6)
@@ -200,6 +203,12 @@ def make_plan(server, model):
         from .proxyproto import make_header_reader  # only servers that receive the protocol
 
         plan.proxy = make_header_reader(server, model)
+    if getattr(server, "ssl_context", None) is None:
+        plan.tls = None
+    else:
+        from .tls import make_tls  # only servers that speak TLS load ssl
+
+        plan.tls = make_tls(server, model, defers_to_request_context(server, model))
     plan.admit = make_admit(server, plan)
     plan.intake_error = lambda err: intake_error(server, plan, err)
     # Asked around every request only where the model or the limit can say no.

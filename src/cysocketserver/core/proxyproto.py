@@ -21,7 +21,7 @@ from time import monotonic
 
 from .. import _engine
 from .._proxycommon import ANY, V1, V1_MAX, V2, ProxyProtocolError
-from .hooks import runs_in_request_context
+from .admission import defers_to_request_context
 from .settings import checked, choice, seconds
 from .state import state_of
 
@@ -75,17 +75,6 @@ def _networks(trusted):
     return tuple(networks)
 
 
-def _defers(server, model):
-    """Whether the request's own context (thread, pooled thread, greenlet) can read the header:
-    only where the model runs requests in a context of their own, and the server's
-    process_request() and the hook it runs there (``model.context_hook``) are the package's,
-    which go through ``admission.serve_request``."""
-    context_hook = getattr(model, "context_hook", None)
-    return (context_hook is not None
-            and runs_in_request_context(server, "process_request")
-            and runs_in_request_context(server, context_hook))
-
-
 def make_header_reader(server, model):
     """The server's HeaderReader, or None where ``proxy_protocol`` is None; raises ValueError or
     TypeError for a setting that cannot work."""
@@ -97,7 +86,7 @@ def make_header_reader(server, model):
         raise ValueError("proxy_protocol needs a stream server: datagrams carry no header")
     return HeaderReader(server, VERSIONS[mode], _networks(server.proxy_protocol_trusted),
                         checked(server, "proxy_protocol_timeout", seconds),
-                        _defers(server, model))
+                        defers_to_request_context(server, model))
 
 
 class HeaderReader:

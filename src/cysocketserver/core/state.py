@@ -3,10 +3,10 @@
 A server's documented attributes (``socket``, ``server_address``, ``timeout``...) stay where
 the stdlib puts them.  What the package adds -- the serve plan, the concurrency model, the
 connection registry and its counters, the idle sweep, the PROXY protocol's headers and
-refusals, the greenlet servers' state, a prefork parent's supervisor or a worker's
-housekeeping -- lives in one ``ServerState``, reached through ``state_of(server)`` and made on
-first use (a subclass may skip ``BaseServer.__init__``, as the stdlib allows).  It is the only
-private key this package writes into a server's ``__dict__``.
+refusals, the TLS handshakes' figures, the greenlet servers' state, a prefork parent's
+supervisor or a worker's housekeeping -- lives in one ``ServerState``, reached through
+``state_of(server)`` and made on first use (a subclass may skip ``BaseServer.__init__``, as the
+stdlib allows).  It is the only private key this package writes into a server's ``__dict__``.
 
 A forked prefork worker calls ``become_worker()``: what the parent made is the parent's, so
 each part says below whether it survives the fork.
@@ -34,6 +34,7 @@ class ServerState:
         "proxy_headers",     # request -> ProxyHeader (weak keys), made on first header
         "proxy_refused",     # collections.Counter of refused PROXY headers, by cause
         "proxy_logged",      # causes of refusal already logged once
+        "tls",               # core.tls.TlsFigures: handshakes by version, failures by cause
         "greenlet",          # the greenlet servers' per-server state
         "supervisor",        # a prefork parent's Supervisor; None in a worker
         # Set only in a prefork worker.
@@ -54,6 +55,7 @@ class ServerState:
         self.proxy_headers = None
         self.proxy_refused = None
         self.proxy_logged = set()
+        self.tls = None
         self.greenlet = None
         self.supervisor = None
         self.housekeeping = None

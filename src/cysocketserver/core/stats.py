@@ -1,10 +1,13 @@
 """A server's statistics as one plain dict (``BaseServer.stats()``), read from its connection
-registry, its counters (kept in the engine) and its concurrency model."""
+registry, its counters (kept in the engine), its concurrency model and, with TLS, its
+handshakes' figures (kept on the server state: by version and by cause, as the PROXY
+protocol's refusals)."""
 from time import monotonic
 
 from .._counterfields import DECLARED
+from .state import state_of
 
-__all__ = ["snapshot", "counter_figures"]
+__all__ = ["snapshot", "counter_figures", "tls_figures"]
 
 
 def counter_figures(totals):
@@ -30,4 +33,23 @@ def snapshot(server):
     }
     figures.update(counter_figures(totals))
     figures.update(model.stats())
+    tls = state_of(server).tls
+    if tls is not None or getattr(server, "ssl_context", None) is not None:
+        figures.update(tls_figures(tls))
     return figures
+
+
+def tls_figures(tally):
+    """The TLS handshakes' figures from ``tally`` (core.tls.TlsFigures, None before the
+    first): the totals, and the maps by negotiated version and by cause of failure."""
+    if tally is None:
+        versions, failures = {}, {}
+    else:
+        with tally.lock:
+            versions, failures = dict(tally.versions), dict(tally.failures)
+    return {
+        "tls_handshakes_total": sum(versions.values()),
+        "tls_handshake_failures_total": sum(failures.values()),
+        "tls_versions": versions,
+        "tls_handshake_failures": failures,
+    }

@@ -13,6 +13,7 @@ from ..core.admission import release, serve_request
 from ..core.hooks import in_request_context
 from ..core.plan import listening
 from ..core.settings import checked, seconds
+from ..core.tls import register_wrapper as register_tls_wrapper
 # handlers.pyi leaves out this private hook.
 from ..handlers import _register_stream_socket
 from ..models.greenlet import Greenlets, greenlet_state
@@ -26,6 +27,19 @@ __all__ = ["GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "BLOCK_WAR
 # The handlers' compiled rfile/wfile may drive a GreenSocket's descriptor themselves (and wait
 # through its hub), as they do a plain socket's.
 _register_stream_socket(GreenSocket)
+
+
+def _wrap_tls(context, sock):
+    # ssl loads with the first TLS connection, not with the greenlet servers.
+    from .tls import wrap_server_side
+
+    return wrap_server_side(context, sock)
+
+
+# With an ssl_context, a GreenSocket becomes a GreenTLSSocket, which parks its greenlet as the
+# GreenSocket does.  (Its rfile/wfile are the stdlib's files over its own recv_into/sendall:
+# OpenSSL, not the engine's streams, reads the descriptor.)
+register_tls_wrapper(GreenSocket, _wrap_tls)
 
 # Seconds a greenlet may keep the hub before a HubBlockedWarning, when a server does not say.
 BLOCK_WARNING_ENV = "CYSOCKETSERVER_HUB_BLOCK_WARNING"

@@ -23,6 +23,9 @@ class Model:
     # None where requests run in the serving thread or a child process: the PROXY header is
     # read in that context when both it and process_request() are the package's own.
     context_hook: "str | None" = None
+    # A model whose child process admits each request itself (ForkingMixIn's): with TLS, the
+    # handshake and then verify_request() run there (core.admission.admit_in_child).
+    admits_in_child = False
 
     def __init__(self, server):
         self.server = server

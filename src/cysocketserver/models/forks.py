@@ -1,6 +1,7 @@
 """A child process per request: ForkingMixIn's model."""
 import os
 
+from ..core.admission import admit_in_child, release
 from .base import Model
 
 __all__ = ["ForkPerRequest"]
@@ -14,6 +15,9 @@ class ForkPerRequest(Model):
     # One request per wake-up, as in the stdlib: ForkingMixIn enforces max_children in
     # service_actions(), which must run between every two requests.
     batch = 1
+    # The child admits its request: with TLS, the handshake and then verify_request() run
+    # there, off the serving loop (core.admission.admit_in_child).
+    admits_in_child = True
 
     def start(self, target, request, client_address):
         # ``target`` is unused: the child runs ForkingMixIn's own order and exit status.
@@ -30,13 +34,15 @@ class ForkPerRequest(Model):
         # In the child: handle the one request, then leave without running the parent's cleanup.
         exit_status = 1
         try:
-            server.finish_request(request, client_address)
+            request, admitted = admit_in_child(server, request, client_address)
+            if admitted:
+                server.finish_request(request, client_address)
             exit_status = 0
         except Exception:
             server.handle_error(request, client_address)
         finally:
             try:
-                server.shutdown_request(request)
+                release(server, request)
             finally:
                 os._exit(exit_status)
 
