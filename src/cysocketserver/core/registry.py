@@ -153,6 +153,10 @@ class ConnectionRegistry:
             for entry in entries:
                 if self._live.get(id(entry.request)) is not entry:
                     continue  # released meanwhile
+                if entry.cut:
+                    # Cut already, its handler not done yet (a busy machine): once is enough,
+                    # and counted once.
+                    continue
                 try:
                     entry.request.shutdown(socket.SHUT_RDWR)
                 except (OSError, AttributeError):
