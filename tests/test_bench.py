@@ -19,6 +19,16 @@ _loadgen = pytest.importorskip(
 BACKENDS = ["auto", "poll"]
 
 
+def this_package_env():
+    """The environment for a benchmark subprocess: it must run the very package this test
+    imported (installed or in-tree)."""
+    import cysocketserver
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(cysocketserver.__file__)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+
+
 class EchoServer:
     """A loopback echo server in threads, optionally misbehaving.
 
@@ -179,9 +189,7 @@ def test_bench_runs_both_implementations_and_reports_what_it_measured(tmp_path):
 
     out = tmp_path / "bench.json"
     # The bench must run the very package this test imported (installed or in-tree).
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(cysocketserver.__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    env = this_package_env()
     proc = subprocess.run(
         [sys.executable, "-m", "cysocketserver", "bench", "--workload", "udp-16",
          "--workload", "line-16x64", "--rounds", "2", "--duration", "0.3", "--warmup", "0.1",
@@ -381,12 +389,8 @@ def test_http_options_are_for_the_http_mode_only():
 def test_bench_http_and_reference_rows(tmp_path):
     """The http workload runs on both implementations; a greenlet echo row brings the C
     reference server and the ratio to it."""
-    import cysocketserver
-
     out = tmp_path / "bench.json"
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(cysocketserver.__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    env = this_package_env()
     proc = subprocess.run(
         [sys.executable, "-m", "cysocketserver", "bench", "--workload", "greenlet-http-16",
          "--workload", "greenlet-line-16x64", "--rounds", "1", "--duration", "0.3",
@@ -411,12 +415,8 @@ def test_bench_http_and_reference_rows(tmp_path):
 def test_prefork_bench_slow_worker_part(tmp_path):
     """The prefork benchmark's slow-worker part runs every case, prints its table, and its
     per-worker counts (from the metrics) add up to the connections the client made."""
-    import cysocketserver
-
     out = tmp_path / "prefork.json"
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(cysocketserver.__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    env = this_package_env()
     proc = subprocess.run(
         [sys.executable, "-m", "cysocketserver.bench.prefork", "--quick", "--part", "slow",
          "--duration", "0.4", "--warmup", "0", "--json", str(out)],
@@ -649,13 +649,11 @@ def test_proxy_workloads_are_listed_and_selectable(capsys):
 def test_bench_proxy_row_runs_both_relays_and_the_proxy_command(tmp_path):
     """One proxy row, briefly: the relay on the blocks and the stdlib's relay with their rates,
     ratio and CPU per request, the proxy command beside them, and HAProxy where installed."""
-    import cysocketserver
     from cysocketserver.bench import proxy
 
+
     out = tmp_path / "bench.json"
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(cysocketserver.__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    env = this_package_env()
     proc = subprocess.run(
         [sys.executable, "-m", "cysocketserver", "bench", "--workload", "proxy-pingpong-16x64",
          "--rounds", "2", "--duration", "0.3", "--warmup", "0.1", "--json", str(out)],
