@@ -649,7 +649,7 @@ def test_proxy_workloads_are_listed_and_selectable(capsys):
 def test_bench_proxy_row_runs_both_relays_and_the_proxy_command(tmp_path):
     """One proxy row, briefly: the relay on the blocks and the stdlib's relay with their rates,
     ratio and CPU per request, the proxy command beside them, and HAProxy where installed."""
-    from cysocketserver.bench import proxy
+    from cysocketserver.bench import relays
 
 
     out = tmp_path / "bench.json"
@@ -662,7 +662,7 @@ def test_bench_proxy_row_runs_both_relays_and_the_proxy_command(tmp_path):
     results = json.loads(out.read_text())
     (entry,) = results["workloads"]
     impls = entry["implementations"]
-    installed = proxy.haproxy_path() is not None
+    installed = relays.haproxy_path() is not None
     assert set(impls) == {"stdlib", "cysocketserver", "proxy-command"} | (
         {"haproxy"} if installed else set())
     for impl in impls:
@@ -684,10 +684,10 @@ def test_bench_proxy_row_runs_both_relays_and_the_proxy_command(tmp_path):
 
 
 def test_haproxy_is_skipped_with_a_note_where_it_is_not_installed(monkeypatch):
-    from cysocketserver.bench import proxy, report
+    from cysocketserver.bench import relays, report
 
-    monkeypatch.setattr(proxy, "haproxy_path", lambda: None)
-    found, notes = proxy.available(["haproxy", "haproxy-nbthread1", "proxy-command"])
+    monkeypatch.setattr(relays, "haproxy_path", lambda: None)
+    found, notes = relays.available(["haproxy", "haproxy-nbthread1", "proxy-command"])
     assert found == ["proxy-command"]
     assert len(notes) == 2 and all("not installed" in note for note in notes)
     results = fake_results({"proxy-connect-16": {"stdlib": STEADY, "cysocketserver": STEADY,

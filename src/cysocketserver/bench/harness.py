@@ -7,7 +7,7 @@ short warm-up that is not counted.  The table gives the medians, and the ratio o
 rates with its spread over the rounds (``ratios.py``).
 
 The proxy rows run relays instead of echo servers, in front of a C echo server started for the
-row; HAProxy and the proxy command join them as further columns (``proxy.py``).
+row; HAProxy and the proxy command join them as further columns (``relays.py``).
 
 Everything is bounded: each round stops by itself, every server process is killed at the end
 (also on Ctrl-C and on errors), and the servers leave by themselves if this process dies.
@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-from . import proxy, report
+from . import relays, report
 from .ratios import ratio_spread
 from .workloads import DEFAULT, HTTP_BODY, WORKLOADS, by_name
 
@@ -124,7 +124,7 @@ class ServerProcess:
     """One server in its own process (and session); stop() always gets rid of it.
 
     Ours (server.py) bind port 0 and say which port they got; the other relays of the proxy
-    rows (proxy.PROXIES) are given a free port and are ready when it accepts.  upstream: the
+    rows (relays.PROXIES) are given a free port and are ready when it accepts.  upstream: the
     port of the echo server a relay forwards to.
     """
 
@@ -135,10 +135,10 @@ class ServerProcess:
         self.folder = None
         self.port = None
         self.engine = None
-        if impl in proxy.PROXIES:
+        if impl in relays.PROXIES:
             self.folder = tempfile.mkdtemp(prefix="bench-proxy-")
             self.port = free_port(host)
-            cmd = proxy.command(impl, host, self.port, upstream, self.folder)
+            cmd = relays.command(impl, host, self.port, upstream, self.folder)
             cpus = parse_cpus(cpus) if cpus else None
         else:
             # The upstream of the proxy rows is the C server, which echoes whatever it gets.
@@ -421,7 +421,7 @@ def run_benchmark(opts, machine=None):
     workloads = [by_name(name) for name in opts.workload]
     proxies = []
     if any(w.proxy for w in workloads):
-        proxies, missing = proxy.available(opts.proxies)
+        proxies, missing = relays.available(opts.proxies)
         notes += missing
 
     def impls_for(workload):
@@ -535,9 +535,9 @@ def build_parser(parser=None):
                         help="add asyncio, uvloop and gevent echo servers where installed")
     parser.add_argument("--reference", action="store_true",
                         help="add a C echo server: the load client's own ceiling")
-    parser.add_argument("--proxies", default=",".join(proxy.DEFAULT_PROXIES), metavar="NAMES",
+    parser.add_argument("--proxies", metavar="NAMES", default=",".join(relays.DEFAULT_PROXIES),
                         help="the relays beside stdlib and cy on the proxy rows, of "
-                        f"{', '.join(proxy.PROXIES)} (default: %(default)s; HAProxy where "
+                        f"{', '.join(relays.PROXIES)} (default: %(default)s; HAProxy where "
                         "installed)")
     parser.add_argument("--host", default="127.0.0.1", choices=("127.0.0.1", "::1"),
                         help="loopback address to serve on")
@@ -575,9 +575,10 @@ def finish_options(opts, parser):
     opts.workload = list(dict.fromkeys(names))
     if isinstance(opts.proxies, str):
         opts.proxies = [name for name in opts.proxies.split(",") if name]
-    unknown = sorted(set(opts.proxies) - set(proxy.PROXIES))
+    unknown = sorted(set(opts.proxies) - set(relays.PROXIES))
     if unknown:
-        parser.error(f"--proxies: unknown {', '.join(unknown)}; known: {', '.join(proxy.PROXIES)}")
+        parser.error(f"--proxies: unknown {', '.join(unknown)}; "
+                     f"known: {', '.join(relays.PROXIES)}")
     for flag in ("client_cpu", "server_cpu"):
         value = getattr(opts, flag)
         if value:

@@ -7,7 +7,7 @@ both readable, with the lowest and highest round as whiskers.
 """
 import textwrap
 
-from .proxy import LABELS as PROXY_LABELS
+from .relays import LABELS as PROXY_LABELS
 from .ratios import NOISY_SPREAD, ratio_spread
 
 __all__ = ["WIDTH", "fmt_us", "format_table", "check_plotting", "make_figure", "plot"]
@@ -222,8 +222,8 @@ def proxies_table(results):
     lines += _wrap("Relays in front of the C echo server: req/s (MB/s on stream rows), median of "
                    "the rounds:")
     lines += _proxy_grid(entries, impls, rate)
-    lines += [""] + _wrap("Their CPU µs per request (per 64 KiB write on stream rows): the relay's "
-                          "processes only, not the echo server's:")
+    lines += [""] + _wrap("Their CPU µs per request (per 64 KiB write on stream rows): the "
+                          "relay's processes only, not the echo server's:")
     lines += _proxy_grid(entries, impls, cpu)
     if "haproxy" in impls:
         others = [i for i in impls if i != "haproxy"]
