@@ -34,7 +34,7 @@ from . import relays, report
 from .ratios import ratio_spread
 from .workloads import DEFAULT, HTTP_BODY, WORKLOADS, by_name
 
-__all__ = ["build_parser", "finish_options", "main", "run", "run_benchmark"]
+__all__ = ["build_parser", "finish_options", "implementations", "main", "run", "run_benchmark"]
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py")
 PEERS = ("asyncio", "uvloop", "gevent")
