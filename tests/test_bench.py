@@ -19,6 +19,16 @@ _loadgen = pytest.importorskip(
 BACKENDS = ["auto", "poll"]
 
 
+def this_package_env():
+    """The environment for a benchmark subprocess: it must run the very package this test
+    imported (installed or in-tree)."""
+    import cysocketserver
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(cysocketserver.__file__)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+
+
 class EchoServer:
     """A loopback echo server in threads, optionally misbehaving.
 
@@ -179,9 +189,7 @@ def test_bench_runs_both_implementations_and_reports_what_it_measured(tmp_path):
 
     out = tmp_path / "bench.json"
     # The bench must run the very package this test imported (installed or in-tree).
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(cysocketserver.__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    env = this_package_env()
     proc = subprocess.run(
         [sys.executable, "-m", "cysocketserver", "bench", "--workload", "udp-16",
          "--workload", "line-16x64", "--rounds", "2", "--duration", "0.3", "--warmup", "0.1",
@@ -381,12 +389,8 @@ def test_http_options_are_for_the_http_mode_only():
 def test_bench_http_and_reference_rows(tmp_path):
     """The http workload runs on both implementations; a greenlet echo row brings the C
     reference server and the ratio to it."""
-    import cysocketserver
-
     out = tmp_path / "bench.json"
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(cysocketserver.__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    env = this_package_env()
     proc = subprocess.run(
         [sys.executable, "-m", "cysocketserver", "bench", "--workload", "greenlet-http-16",
          "--workload", "greenlet-line-16x64", "--rounds", "1", "--duration", "0.3",
@@ -411,12 +415,8 @@ def test_bench_http_and_reference_rows(tmp_path):
 def test_prefork_bench_slow_worker_part(tmp_path):
     """The prefork benchmark's slow-worker part runs every case, prints its table, and its
     per-worker counts (from the metrics) add up to the connections the client made."""
-    import cysocketserver
-
     out = tmp_path / "prefork.json"
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(cysocketserver.__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    env = this_package_env()
     proc = subprocess.run(
         [sys.executable, "-m", "cysocketserver.bench.prefork", "--quick", "--part", "slow",
          "--duration", "0.4", "--warmup", "0", "--json", str(out)],
@@ -576,16 +576,21 @@ def test_quick_runs_say_they_are_a_smoke_test():
 def test_default_set_has_the_greenlet_and_pool_rows_and_a_bounded_run_time():
     import argparse
 
-    from cysocketserver.bench.harness import build_parser, estimated_seconds, finish_options
+    from cysocketserver.bench.harness import (build_parser, estimated_seconds, finish_options,
+                                              implementations)
     from cysocketserver.bench.workloads import DEFAULT, by_name
 
     servers = {by_name(name).server for name in DEFAULT}
     assert {"GreenletTCPServer", "ThreadPoolTCPServer", "ThreadingTCPServer"} <= servers
+    assert any(by_name(name).proxy for name in DEFAULT)
     parser = build_parser()
     for argv, most in (([], 240), (["--quick"], 60)):
         opts = finish_options(parser.parse_args(argv), parser)
         assert isinstance(opts, argparse.Namespace) and opts.workload == DEFAULT
-        processes = sum(2 + by_name(name).reference for name in DEFAULT)
+        # Every proxy the proxy rows may have (HAProxy counted as if installed).
+        processes = sum(len(implementations(by_name(name), opts, [], opts.proxies))
+                        for name in DEFAULT)
+        assert processes >= sum(2 + by_name(name).reference for name in DEFAULT) + 2
         assert estimated_seconds(opts, processes) < most
 
 
@@ -618,3 +623,104 @@ def test_plot_has_a_logarithmic_ratio_axis_with_1x_marked(tmp_path):
     path = tmp_path / "ratios.png"
     report.plot(results, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- the proxy rows ---------------------------------------------------------------------------
+
+PROXY_ROWS = ["proxy-pingpong-16x64", "proxy-pingpong-100x64", "proxy-connect-16",
+              "proxy-stream-8x64k"]
+
+
+def test_proxy_workloads_are_listed_and_selectable(capsys):
+    from cysocketserver.bench.harness import build_parser, finish_options, run
+
+    parser = build_parser()
+    assert run(finish_options(parser.parse_args(["--list"]), parser)) == 0
+    listed = [line[2:].split()[0] for line in capsys.readouterr().out.splitlines()
+              if line[2:].startswith("proxy-")]
+    assert listed == PROXY_ROWS
+    opts = finish_options(parser.parse_args(["--workload", "proxy-connect-16",
+                                             "--proxies", "haproxy-nbthread1"]), parser)
+    assert opts.workload == ["proxy-connect-16"] and opts.proxies == ["haproxy-nbthread1"]
+    with pytest.raises(SystemExit):
+        finish_options(parser.parse_args(["--proxies", "nginx"]), parser)
+
+
+def test_bench_proxy_row_runs_both_relays_and_the_proxy_command(tmp_path):
+    """One proxy row, briefly: the relay on the blocks and the stdlib's relay with their rates,
+    ratio and CPU per request, the proxy command beside them, and HAProxy where installed."""
+    from cysocketserver.bench import relays
+
+
+    out = tmp_path / "bench.json"
+    env = this_package_env()
+    proc = subprocess.run(
+        [sys.executable, "-m", "cysocketserver", "bench", "--workload", "proxy-pingpong-16x64",
+         "--rounds", "2", "--duration", "0.3", "--warmup", "0.1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    (entry,) = results["workloads"]
+    impls = entry["implementations"]
+    installed = relays.haproxy_path() is not None
+    assert set(impls) == {"stdlib", "cysocketserver", "proxy-command"} | (
+        {"haproxy"} if installed else set())
+    for impl in impls:
+        median = impls[impl]["median"]
+        assert median["rounds"] == 2, impl
+        assert median["rate"] > 0 and not median["errors"], impl
+        assert median["server_cpu_us"] > 0, impl
+    ratio = entry["ratios"]["cysocketserver"]["median"]
+    row = table_row(proc.stdout, "proxy-pingpong-16x64")
+    assert f"{ratio:.2f}x" in row
+    assert row.split()[-2:] == [f"{impls[impl]['median']['server_cpu_us']:.1f}"
+                                for impl in ("stdlib", "cysocketserver")]
+    headers = [line.split() for line in proc.stdout.splitlines()
+               if line.startswith("workload ") and "proxy" in line]
+    # The rates, the CPU per request, and (with HAProxy) the ratios to it.
+    assert len(headers) == 2 + installed
+    assert all(("haproxy" in header) is installed for header in headers[:2])
+    assert ("HAProxy is not installed" in proc.stdout) is not installed
+
+
+def test_haproxy_is_skipped_with_a_note_where_it_is_not_installed(monkeypatch):
+    from cysocketserver.bench import relays, report
+
+    monkeypatch.setattr(relays, "haproxy_path", lambda: None)
+    found, notes = relays.available(["haproxy", "haproxy-nbthread1", "proxy-command"])
+    assert found == ["proxy-command"]
+    assert len(notes) == 2 and all("not installed" in note for note in notes)
+    results = fake_results({"proxy-connect-16": {"stdlib": STEADY, "cysocketserver": STEADY,
+                                                 "proxy-command": STEADY}})
+    text = report.format_table(results)
+    assert "proxy cmd" in text and "haproxy 1t" not in text
+    assert "HAProxy's in the same round" not in text
+    results = fake_results({"proxy-connect-16": {"stdlib": STEADY, "cysocketserver": STEADY,
+                                                 "haproxy": [10000, 10500, 9750],
+                                                 "proxy-command": STEADY}})
+    text = report.format_table(results)
+    assert max(len(line) for line in text.splitlines()) <= report.WIDTH
+    ratios = text.split("HAProxy's in the same round")[1]
+    assert table_row(ratios, "proxy-connect-16").split() == ["proxy-connect-16", "2.00x",
+                                                            "2.00x", "2.00x"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_server_cpu_counts_the_worker_processes_too():
+    """The proxy command with --workers runs its relays in child processes: their CPU time
+    is the server's."""
+    from cysocketserver.bench.harness import process_cpu_seconds
+
+    code = ("import os, sys, time\n"
+            "if os.fork() == 0:\n"
+            "    end = time.process_time() + 0.4\n"
+            "    while time.process_time() < end: pass\n"
+            "    print('done', flush=True); time.sleep(30); os._exit(0)\n"
+            "time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "done\n"
+        assert process_cpu_seconds(proc.pid) >= 0.35
+    finally:
+        proc.kill()
+        proc.wait()

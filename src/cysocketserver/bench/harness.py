@@ -6,29 +6,35 @@ the compiled load client (``cysocketserver._loadgen``) from this process: rounds
 short warm-up that is not counted.  The table gives the medians, and the ratio of each round's
 rates with its spread over the rounds (``ratios.py``).
 
+The proxy rows run relays instead of echo servers, in front of a C echo server started for the
+row; HAProxy and the proxy command join them as further columns (``relays.py``).
+
 Everything is bounded: each round stops by itself, every server process is killed at the end
 (also on Ctrl-C and on errors), and the servers leave by themselves if this process dies.
 """
 import argparse
 import contextlib
+import ctypes
 import importlib.util
 import json
 import os
 import platform
 import resource
 import select
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from . import report
+from . import relays, report
 from .ratios import ratio_spread
 from .workloads import DEFAULT, HTTP_BODY, WORKLOADS, by_name
 
-__all__ = ["build_parser", "finish_options", "main", "run", "run_benchmark"]
+__all__ = ["build_parser", "finish_options", "implementations", "main", "run", "run_benchmark"]
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py")
 PEERS = ("asyncio", "uvloop", "gevent")
@@ -63,32 +69,115 @@ def read_back(stream):
         return ""
 
 
-class ServerProcess:
-    """One echo server in its own process; stop() always gets rid of it."""
+def child_setup(cpus):
+    """Runs in a server's process before exec: its CPUs (inherited by what it forks), and
+    SIGTERM to it when this process dies, however it dies."""
+    def setup():
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        with contextlib.suppress(Exception):
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    return setup
 
-    def __init__(self, impl, workload, host, cpus, max_seconds):
+
+def free_port(host):
+    """A port nobody listens on now, for a server that cannot bind port 0 and say which it got."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def child_pids(pid):
+    """A process's children (a prefork parent's workers), from every thread's children list."""
+    pids = set()
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    pids.update(int(p) for p in f.read().split())
+    return sorted(pids)
+
+
+def _stat_times(pid):
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    # utime, stime, cutime, cstime (fields 14-17 of proc(5); 0-based 11-14 after the name)
+    return [int(x) for x in fields[11:15]]
+
+
+def process_cpu_seconds(pid):
+    """User + system CPU time of a process and its children so far (Linux; None elsewhere):
+    children that ended and were reaped are in its cutime/cstime."""
+    try:
+        total = sum(_stat_times(pid))
+    except (OSError, ValueError, IndexError):
+        return None
+    for child in child_pids(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += sum(_stat_times(child)[:2])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class ServerProcess:
+    """One server in its own process (and session); stop() always gets rid of it.
+
+    Ours (server.py) bind port 0 and say which port they got; the other relays of the proxy
+    rows (relays.PROXIES) are given a free port and are ready when it accepts.  upstream: the
+    port of the echo server a relay forwards to.
+    """
+
+    def __init__(self, impl, workload, host, cpus, max_seconds, upstream=None):
         self.impl = impl
         self.workload = workload
         self.stderr = tempfile.TemporaryFile()
-        env = package_environment()
-        cmd = [sys.executable, RUNNER, "--impl", impl, "--server", workload.server,
-               "--handler", workload.handler, "--host", host,
-               "--max-seconds", f"{max_seconds:.0f}"]
-        if cpus:
-            cmd += ["--cpus", cpus]
-        if workload.mode == "http":
-            cmd += ["--http-body", HTTP_BODY]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, env=env, start_new_session=True)
+        self.folder = None
         self.port = None
         self.engine = None
+        if impl in relays.PROXIES:
+            self.folder = tempfile.mkdtemp(prefix="bench-proxy-")
+            self.port = free_port(host)
+            cmd = relays.command(impl, host, self.port, upstream, self.folder)
+            cpus = parse_cpus(cpus) if cpus else None
+        else:
+            # The upstream of the proxy rows is the C server, which echoes whatever it gets.
+            handler = "raw" if impl == "reference" and workload.proxy else workload.handler
+            cmd = [sys.executable, RUNNER, "--impl", impl, "--server", workload.server,
+                   "--handler", handler, "--host", host, "--max-seconds", f"{max_seconds:.0f}"]
+            if cpus:
+                cmd += ["--cpus", cpus]
+            if workload.mode == "http":
+                cmd += ["--http-body", HTTP_BODY]
+            if upstream is not None:
+                cmd += ["--upstream", str(upstream)]
+            cpus = None
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, env=package_environment(),
+                                     start_new_session=True, preexec_fn=child_setup(cpus))
         try:
-            info = self._read_announcement()
+            if self.port is None:
+                info = self._read_announcement()
+                self.port = info["port"]
+                self.engine = info.get("engine", impl)
+            else:
+                self._wait_until_accepting(host)
+                self.engine = impl
         except BaseException:
             self.stop()
             raise
-        self.port = info["port"]
-        self.engine = info.get("engine", impl)
+
+    def _wait_until_accepting(self, host):
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                socket.create_connection((host, self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.impl} did not start:\n"
+                                       f"{self.error_text()[-2000:]}") from None
+                time.sleep(0.05)
 
     def _read_announcement(self):
         deadline = time.monotonic() + START_TIMEOUT
@@ -118,13 +207,8 @@ class ServerProcess:
         return self.proc.poll() is None
 
     def cpu_seconds(self):
-        """User + system CPU time of the server process so far (Linux; None elsewhere)."""
-        try:
-            with open(f"/proc/{self.proc.pid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return None
+        """User + system CPU time of the server so far, its worker processes included."""
+        return process_cpu_seconds(self.proc.pid)
 
     def error_text(self):
         return read_back(self.stderr)
@@ -135,8 +219,9 @@ class ServerProcess:
             with contextlib.suppress(OSError):
                 proc.stdin.close()
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                # Its own session: the group holds the server and anything it forked.
-                os.killpg(proc.pid, signal.SIGTERM)
+                # Its own session: the group holds the server and anything it forked.  The
+                # proxy command drains on SIGTERM; SIGINT stops it (and HAProxy) at once.
+                os.killpg(proc.pid, signal.SIGINT if self.folder else signal.SIGTERM)
             try:
                 proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
@@ -146,6 +231,8 @@ class ServerProcess:
         for stream in (proc.stdin, proc.stdout):
             with contextlib.suppress(OSError):
                 stream.close()
+        if self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class ServerPool:
@@ -154,8 +241,8 @@ class ServerPool:
     def __init__(self):
         self.servers = []
 
-    def start(self, *args):
-        server = ServerProcess(*args)
+    def start(self, *args, **kwargs):
+        server = ServerProcess(*args, **kwargs)
         self.servers.append(server)
         return server
 
@@ -307,6 +394,19 @@ def estimated_seconds(opts, servers):
     return servers * (opts.rounds * (opts.warmup + opts.duration + SETTLE) + 0.3)
 
 
+def implementations(workload, opts, peers, proxies):
+    """Who serves the workload: the peers and the C reference server only echo, the proxies
+    only relay."""
+    impls = ["stdlib", "cysocketserver"]
+    if workload.proxy:
+        impls += proxies
+    elif workload.echo:
+        impls += peers
+        if opts.reference or workload.reference:
+            impls.append("reference")
+    return impls
+
+
 def run_benchmark(opts, machine=None):
     """Run every workload of opts; returns the results as the --json file has them.
 
@@ -319,15 +419,13 @@ def run_benchmark(opts, machine=None):
         for name in missing:
             notes.append(f"{name}: not installed, skipped")
     workloads = [by_name(name) for name in opts.workload]
+    proxies = []
+    if any(w.proxy for w in workloads):
+        proxies, missing = relays.available(opts.proxies)
+        notes += missing
 
     def impls_for(workload):
-        """Who serves the workload: the peers and the C reference server only echo."""
-        impls = ["stdlib", "cysocketserver"]
-        if workload.echo:
-            impls += peers
-            if opts.reference or workload.reference:
-                impls.append("reference")
-        return impls
+        return implementations(workload, opts, peers, proxies)
 
     impls = list(dict.fromkeys(i for w in workloads for i in impls_for(w)))
     if any(w.mode == "http" for w in workloads):
@@ -365,9 +463,13 @@ def run_benchmark(opts, machine=None):
             entry = {"workload": workload.as_dict(), "unit": workload.unit,
                      "implementations": {}}
             servers = {}
+            upstream = None
+            if workload.proxy:
+                upstream = pool.start("reference", workload, opts.host, opts.server_cpu, budget)
             for impl in impls_for(workload):
                 try:
-                    servers[impl] = pool.start(impl, workload, opts.host, opts.server_cpu, budget)
+                    servers[impl] = pool.start(impl, workload, opts.host, opts.server_cpu, budget,
+                                               upstream=upstream and upstream.port)
                 except RuntimeError as exc:
                     log(f"{tag}: {exc}")
                     entry["implementations"][impl] = {"error": str(exc), "rounds": [],
@@ -392,6 +494,8 @@ def run_benchmark(opts, machine=None):
                 if text.strip():
                     data["server_stderr_tail"] = text[-1500:]
                 pool.stop(server)
+            if upstream is not None:
+                pool.stop(upstream)
             entry["ratios"] = ratios_of(entry)
             results["workloads"].append(entry)
     finally:
@@ -431,6 +535,10 @@ def build_parser(parser=None):
                         help="add asyncio, uvloop and gevent echo servers where installed")
     parser.add_argument("--reference", action="store_true",
                         help="add a C echo server: the load client's own ceiling")
+    parser.add_argument("--proxies", metavar="NAMES", default=",".join(relays.DEFAULT_PROXIES),
+                        help="the relays beside stdlib and cy on the proxy rows, of "
+                        f"{', '.join(relays.PROXIES)} (default: %(default)s; HAProxy where "
+                        "installed)")
     parser.add_argument("--host", default="127.0.0.1", choices=("127.0.0.1", "::1"),
                         help="loopback address to serve on")
     parser.add_argument("--client-cpu", metavar="CPUS",
@@ -465,6 +573,12 @@ def finish_options(opts, parser):
         except ValueError as exc:
             parser.error(str(exc))
     opts.workload = list(dict.fromkeys(names))
+    if isinstance(opts.proxies, str):
+        opts.proxies = [name for name in opts.proxies.split(",") if name]
+    unknown = sorted(set(opts.proxies) - set(relays.PROXIES))
+    if unknown:
+        parser.error(f"--proxies: unknown {', '.join(unknown)}; "
+                     f"known: {', '.join(relays.PROXIES)}")
     for flag in ("client_cpu", "server_cpu"):
         value = getattr(opts, flag)
         if value:
@@ -489,7 +603,7 @@ def run(opts):
     if opts.list:
         for w in WORKLOADS:
             star = "*" if w.name in DEFAULT else " "
-            print(f"{star} {w.name:<18} {w.server:<20} {w.description}")
+            print(f"{star} {w.name:<21} {w.server:<19} {w.description}")
         print("* run by default")
         return 0
     try:

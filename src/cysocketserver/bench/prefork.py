@@ -24,7 +24,6 @@ everything is stopped at the end, on Ctrl-C and on errors.  Linux only (/proc, a
 """
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -40,7 +39,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Optional
 
-from .harness import machine_info, package_environment, read_back
+from .harness import (child_pids, child_setup, machine_info, package_environment,
+                      process_cpu_seconds, read_back)
 from .harness import summarize as harness_summarize
 from .report import _render, fmt_us
 
@@ -103,18 +103,6 @@ _WORKER_COUNT = re.compile(
     r'^cysocketserver_worker_requests_total\{[^}]*worker="(\d+)"[^}]*\}\s+(\S+)$', re.M)
 
 
-def _child_setup(cpus):
-    """Runs in the server's process before exec: its CPUs (inherited by the workers it
-    forks), and SIGTERM to it when this process dies, however it dies."""
-    def setup():
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-        with contextlib.suppress(Exception):
-            PR_SET_PDEATHSIG = 1
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    return setup
-
-
 class EchoServer:
     """``python -m cysocketserver echo`` in a process (and session) of its own."""
 
@@ -129,7 +117,7 @@ class EchoServer:
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=self.stderr, env=env, start_new_session=True,
-                                     preexec_fn=_child_setup(cpus))
+                                     preexec_fn=child_setup(cpus))
         self.port = self.metrics_url = None
         try:
             self._read_announcement()
@@ -178,35 +166,11 @@ class EchoServer:
         return self.proc.poll() is None
 
     def worker_pids(self):
-        """The parent's children (its workers), from every thread's children list."""
-        pids = set()
-        with contextlib.suppress(OSError):
-            for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
-                with contextlib.suppress(OSError):
-                    with open(f"/proc/{self.proc.pid}/task/{tid}/children") as f:
-                        pids.update(int(p) for p in f.read().split())
-        return sorted(pids)
-
-    @staticmethod
-    def _stat_times(pid):
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        # utime, stime, cutime, cstime (fields 14-17 of proc(5); 0-based 11-14 after the name)
-        return [int(x) for x in fields[11:15]]
+        return child_pids(self.proc.pid)
 
     def cpu_seconds(self):
-        """User + system CPU time of the parent and all its worker processes so far; workers
-        that ended and were reaped are in the parent's cutime/cstime."""
-        ticks = os.sysconf("SC_CLK_TCK")
-        try:
-            utime, stime, cutime, cstime = self._stat_times(self.proc.pid)
-        except (OSError, ValueError, IndexError):
-            return None
-        total = utime + stime + cutime + cstime
-        for pid in self.worker_pids():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                total += sum(self._stat_times(pid)[:2])
-        return total / ticks
+        """User + system CPU time of the parent and all its worker processes so far."""
+        return process_cpu_seconds(self.proc.pid)
 
     def worker_counts(self):
         """Connections accepted so far by each worker index ({} for the plain server)."""

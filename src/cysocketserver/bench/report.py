@@ -7,12 +7,13 @@ both readable, with the lowest and highest round as whiskers.
 """
 import textwrap
 
+from .relays import LABELS as PROXY_LABELS
 from .ratios import NOISY_SPREAD, ratio_spread
 
 __all__ = ["WIDTH", "fmt_us", "format_table", "check_plotting", "make_figure", "plot"]
 
 WIDTH = 100
-LABELS = {"cysocketserver": "cy", "reference": "C ref"}
+LABELS = {"cysocketserver": "cy", "reference": "C ref", **PROXY_LABELS}
 PLOT_LABELS = {"reference": "C echo server (the load client's limit)"}
 NOISY = "noisy"
 
@@ -144,13 +145,19 @@ def main_table(results, wide=False):
     return _render_grouped(groups, rows, aligns), noisy
 
 
+def _is_proxy_row(entry):
+    return entry["workload"].get("handler") == "relay"
+
+
 def peers_table(results):
     """The peers' and the C echo server's rates beside ours, where any ran."""
     impls = results["settings"]["implementations"]
-    extra = [i for i in impls if i not in ("stdlib", "cysocketserver")]
+    echo_rows = [e for e in results["workloads"] if not _is_proxy_row(e)]
+    extra = [i for i in impls if i not in ("stdlib", "cysocketserver")
+             and any(i in e["implementations"] for e in echo_rows)]
     rows = [["workload", "stdlib", "cy"] + [LABELS.get(i, i) for i in extra]]
     any_noisy = False
-    for entry in results["workloads"]:
+    for entry in echo_rows:
         impl_data = entry["implementations"]
         if not any(i in impl_data for i in extra):
             continue
@@ -174,6 +181,55 @@ def peers_table(results):
     if any_noisy:
         lines += _wrap("~ = noisy: that server's per-round ratio to the stdlib is noisy, "
                        "as above.")
+    return lines
+
+
+def _proxy_grid(entries, impls, cell):
+    """A table of the proxy rows with a column per relay: cell(entry, impl) -> text."""
+    rows = [["workload"] + [LABELS.get(i, i) for i in impls]]
+    for entry in entries:
+        rows.append([entry["workload"]["name"]]
+                    + [cell(entry, impl) if impl in entry["implementations"] else "-"
+                       for impl in impls])
+    return _render(rows, ["<"] + [">"] * len(impls))
+
+
+def proxies_table(results):
+    """The proxy rows' relays side by side: rates, CPU per request, and the ratio of each to
+    HAProxy's rate in the same round (where HAProxy ran)."""
+    entries = [e for e in results["workloads"] if _is_proxy_row(e)]
+    if not entries:
+        return []
+    impls = [i for i in results["settings"]["implementations"]
+             if any(i in e["implementations"] for e in entries)]
+
+    def rate(entry, impl):
+        median = entry["implementations"][impl].get("median") or {}
+        if not median.get("rounds"):
+            return "failed"
+        return f"{median['mb_per_s' if entry['unit'] == 'MB/s' else 'rate']:,.0f}"
+
+    def cpu(entry, impl):
+        return fmt_cpu((entry["implementations"][impl].get("median") or {}).get("server_cpu_us"))
+
+    def to_haproxy(entry, impl):
+        spread = ratio_spread(entry, impl, base="haproxy")
+        if spread is None:
+            return "-"
+        return fmt_ratio(spread.median) + (" ~" if spread.noisy else "  ")
+
+    lines = [""]
+    lines += _wrap("Relays in front of the C echo server: req/s (MB/s on stream rows), median of "
+                   "the rounds:")
+    lines += _proxy_grid(entries, impls, rate)
+    lines += [""] + _wrap("Their CPU µs per request (per 64 KiB write on stream rows): the "
+                          "relay's processes only, not the echo server's:")
+    lines += _proxy_grid(entries, impls, cpu)
+    if "haproxy" in impls:
+        others = [i for i in impls if i != "haproxy"]
+        lines += [""] + _wrap("Rate / HAProxy's in the same round, median of the rounds "
+                              "(~ = noisy, as above):")
+        lines += _proxy_grid(entries, others, to_haproxy)
     return lines
 
 
@@ -225,7 +281,14 @@ def format_table(results, wide=False):
                   + ("." if wide else "; --wide adds latencies, --json keeps every round."))
     for text in legend:
         out += _wrap(text)
+    if any(_is_proxy_row(e) for e in results["workloads"]):
+        out += _wrap("proxy- rows: relays in their own processes in front of the same C echo "
+                     "server; cy = GreenletTCPServer whose handler calls connect() and relay(), "
+                     "stdlib = ThreadingTCPServer, a thread per connection copying with select(); "
+                     "haproxy = HAProxy mode tcp (default: a thread per core; 1t: nbthread 1); "
+                     "proxy cmd = python -m cysocketserver proxy (2w: --workers 2).")
     out += peers_table(results)
+    out += proxies_table(results)
     notes = []
     if engine not in ("compiled", "?"):
         notes.append(f"NOTE: cysocketserver ran its {engine} engine (the compiled modules did "

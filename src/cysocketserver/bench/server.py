@@ -11,11 +11,14 @@ The socketserver handlers are written once (make_handlers) and built on whicheve
 ``--impl`` names, so both implementations run the very same code.  The peers (asyncio,
 uvloop, gevent) and the C reference echo serve the same bytes in their own idiom.  The http
 handlers are the stdlib's http.server (make_http_handler), which cysocketserver runs after
-``install()``.
+``install()``.  The relay handler (``--handler relay --upstream PORT``) is a TCP proxy in front
+of an echo server on PORT, each side in its own idiom (serve_relay).
 """
 import argparse
 import json
 import os
+import select
+import socket
 import sys
 import threading
 
@@ -24,7 +27,7 @@ if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.
     del sys.path[0]
 
 IMPLS = ("stdlib", "cysocketserver", "asyncio", "uvloop", "gevent", "reference")
-HANDLERS = ("line", "raw", "datagram", "http", "http-nodelay")
+HANDLERS = ("line", "raw", "datagram", "http", "http-nodelay", "relay")
 SERVERS = ("TCPServer", "ThreadingTCPServer", "UDPServer", "ThreadingUDPServer",
            "GreenletTCPServer", "ThreadingHTTPServer", "GreenletHTTPServer",
            "ThreadPoolTCPServer", "ThreadPoolUDPServer")
@@ -131,6 +134,51 @@ def serve_http(args):
         server.serve_forever()
 
 
+def stdlib_relay(ss, upstream):
+    """What a proxy on the stdlib alone looks like: a thread per connection (the server's),
+    connecting upstream and copying both ways with select()."""
+
+    class Relay(ss.BaseRequestHandler):
+        def handle(self):
+            up = socket.create_connection(upstream)
+            up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            other = {self.request: up, up: self.request}
+            reading = [self.request, up]
+            try:
+                while reading:
+                    readable, _, _ = select.select(reading, [], [])
+                    for sock in readable:
+                        data = sock.recv(65536)
+                        if data:
+                            other[sock].sendall(data)
+                        else:
+                            other[sock].shutdown(socket.SHUT_WR)
+                            reading.remove(sock)
+            except OSError:
+                pass
+            finally:
+                up.close()
+
+    return Relay
+
+
+def package_relay(ss, upstream):
+    """The same proxy on this package's blocks: connect() and relay() in a greenlet."""
+
+    class Relay(ss.BaseRequestHandler):
+        def handle(self):
+            up = ss.connect(upstream)
+            try:
+                up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                ss.relay(self.request, up)
+            finally:
+                up.close()
+
+    return Relay
+
+
 def serve_socketserver(args):
     if args.handler.startswith("http"):
         return serve_http(args)
@@ -140,7 +188,11 @@ def serve_socketserver(args):
     else:
         import cysocketserver as ss
         engine = ss.IMPLEMENTATION
-    handler = make_handlers(ss)[args.handler]
+    if args.handler == "relay":
+        make_relay = stdlib_relay if args.impl == "stdlib" else package_relay
+        handler = make_relay(ss, (args.host, args.upstream))
+    else:
+        handler = make_handlers(ss)[args.handler]
     name = args.server
     for ours in ("Greenlet", "ThreadPool"):
         if not hasattr(ss, name) and name.startswith(ours):
@@ -258,7 +310,10 @@ def main(argv=None):
     parser.add_argument("--cpus", default="", help="CPUs to run on, e.g. 1 or 0,1")
     parser.add_argument("--max-seconds", type=float, default=3600.0)
     parser.add_argument("--http-body", default="", help="http handlers: the body of every answer")
+    parser.add_argument("--upstream", type=int, help="relay handler: the echo server's port")
     args = parser.parse_args(argv)
+    if args.handler == "relay" and not args.upstream:
+        parser.error("--handler relay needs --upstream PORT")
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     watch_parent(args.max_seconds)

@@ -1,7 +1,7 @@
 """The benchmark's workloads: which server and handler, and what traffic the load client sends."""
 from dataclasses import asdict, dataclass
 
-__all__ = ["Workload", "WORKLOADS", "DEFAULT", "HTTP_BODY", "by_name"]
+__all__ = ["Workload", "WORKLOADS", "DEFAULT", "PROXY", "HTTP_BODY", "by_name"]
 
 # What the http.server handler answers to every GET, and the load client checks.
 HTTP_BODY = "Hello world\n"
@@ -12,7 +12,7 @@ class Workload:
     name: str
     description: str
     server: str          # class name in socketserver / cysocketserver (or http.server)
-    handler: str         # "line", "raw", "datagram", "http" or "http-nodelay" (see server.py)
+    handler: str         # "line", "raw", "datagram", "http", "http-nodelay" or "relay" (server.py)
     mode: str            # load client mode: pingpong, connect, stream, udp, http
     connections: int
     size: int            # bytes per request (stream: per line; http: of the response's body)
@@ -22,7 +22,12 @@ class Workload:
     @property
     def echo(self):
         """Whether the servers echo (the peers and the C reference server only echo)."""
-        return self.mode != "http"
+        return self.mode != "http" and not self.proxy
+
+    @property
+    def proxy(self):
+        """Whether the servers are relays in front of an echo server (the C reference)."""
+        return self.handler == "relay"
 
     @property
     def transport(self):
@@ -107,11 +112,26 @@ WORKLOADS = [
     Workload("pool-udp-16",
              "ThreadPoolUDPServer (stdlib: ThreadingUDPServer) datagram echo, 16 sockets, 64 B",
              "ThreadPoolUDPServer", "datagram", "udp", 16, 64),
+    # TCP relays in front of the C echo server: GreenletTCPServer + connect() + relay(), and the
+    # stdlib's ThreadingTCPServer with a thread and select() per connection (server.py); with
+    # HAProxy and ``python -m cysocketserver proxy`` beside them (proxy.py).
+    Workload("proxy-pingpong-16x64", "relay to the C echo server, 16 connections, 64-byte lines",
+             "GreenletTCPServer", "relay", "pingpong", 16, 64),
+    Workload("proxy-pingpong-100x64", "relay to the C echo server, 100 connections, 64-byte lines",
+             "GreenletTCPServer", "relay", "pingpong", 100, 64),
+    Workload("proxy-connect-16",
+             "relay to the C echo server: connect, one 64-byte line, close; 16 at a time",
+             "GreenletTCPServer", "relay", "connect", 16, 64),
+    Workload("proxy-stream-8x64k", "relay to the C echo server, 8 connections streaming 64 KiB",
+             "GreenletTCPServer", "relay", "stream", 8, 65536),
 ]
 
 # The stdlib's own servers, then the package's headline -- greenlets (beside the C reference
-# echo) and the bounded thread pool -- against the stdlib's threads, and http.server.
-DEFAULT = [w.name for w in WORKLOADS[:8]] + ["greenlet-line-16x64", "pool-line-16x64", "http-16"]
+# echo) and the bounded thread pool -- against the stdlib's threads, http.server, and one proxy
+# row (the others: python -m cysocketserver.bench.proxy).
+DEFAULT = [w.name for w in WORKLOADS[:8]] + ["greenlet-line-16x64", "pool-line-16x64", "http-16",
+                                             "proxy-pingpong-16x64"]
+PROXY = [w.name for w in WORKLOADS if w.proxy]
 
 _BY_NAME = {w.name: w for w in WORKLOADS}
 

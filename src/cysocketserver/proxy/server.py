@@ -62,8 +62,11 @@ class ProxyHandler(cysocketserver.BaseRequestHandler):
     def handle(self):
         server = self.server
         state = server.proxy_state          # this connection's, whatever a reload does next
-        connected = server.connect_upstream(state, self.client_address,
-                                            self._local_address())
+        # Only a PROXY header for the upstream names the address the client connected to:
+        # without one, that lookup (a getsockname() call) is work for nothing.
+        local_address = (self._local_address() if state.settings.send_proxy is not None
+                         else None)
+        connected = server.connect_upstream(state, self.client_address, local_address)
         if connected is None:
             return
         upstream, sock = connected
@@ -123,7 +126,8 @@ class ProxyMixIn:
 
     def connect_upstream(self, state, client_address, local_address):
         """(upstream, connected socket) for a client, or None once every eligible upstream
-        has failed (retries + 1 attempts at most)."""
+        has failed (retries + 1 attempts at most).  local_address (what the client connected
+        to) is read only for a PROXY header to the upstream: None will do without one."""
         settings = state.settings
         client_host = client_address[0] if isinstance(client_address, tuple) else ""
         header = None
