@@ -26,6 +26,18 @@ _CELL = 8
 _PID = 0
 
 
+# This process's id, kept up to date across fork() rather than asked of the kernel at every
+# count (os.getpid() is a system call: four per proxied connection).
+_this_process = [os.getpid()]
+
+
+def _forked():
+    _this_process[0] = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class Column:
     """One upstream's counters, as this process writes them."""
 
@@ -79,12 +91,12 @@ class Board:
 
     def row(self):
         """(cells, the first cell of this process's row), claiming a row on first use."""
-        if self._pid != os.getpid():
+        if self._pid != _this_process[0]:
             self._claim()
         return self._cells, self._base
 
     def _claim(self):
-        pid = os.getpid()
+        pid = _this_process[0]
         cells, stride = self._cells, self._stride
         with self._claim_lock:
             free = None
