@@ -98,7 +98,15 @@ class GreenSocket(socket.socket):
     # -- timeouts -------------------------------------------------------------------------------
 
     def settimeout(self, value, /):
-        _ss.settimeout(self, value)  # validated (and converted) as the stdlib does
+        # The descriptor stays non-blocking whatever the timeout: only the value is kept.  An
+        # ordinary value is taken as it is (going through the C socket's settimeout() twice
+        # would cost two ioctl() calls each time); anything else gets the stdlib's checks and
+        # errors.
+        kind = type(value)
+        if value is None or ((kind is float or kind is int) and 0 <= value <= 1e9):
+            self._coop_timeout = None if value is None else float(value)
+            return
+        _ss.settimeout(self, value)
         self._coop_timeout = _ss.gettimeout(self)
         _ss.settimeout(self, 0.0)
 
