@@ -391,6 +391,7 @@ def connect(address, timeout=None, source_address=None, *, connect_timeout=None,
         except OSError as exc:
             error = exc
             sock.close()
+            continue
         except BaseException:
             sock.close()
             raise
