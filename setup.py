@@ -6,10 +6,10 @@ from setuptools import Extension, setup
 
 EXT_DIR = "ext"
 MODULES = ["_counters", "_poller", "_loop", "_streams", "_loadgen", "_hub", "_proxyproto",
-           "_relay"]
+           "_relay", "_clienthello"]
 # Compiled from their Python source in the package, typed by the .pxd beside it (Cython's pure
 # Python mode); the others from ext/cysocketserver/<name>.pyx.
-FROM_PYTHON = {"_proxyproto"}
+FROM_PYTHON = {"_proxyproto", "_clienthello"}
 
 
 def source(name):

@@ -42,7 +42,7 @@ valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite --num-call
     --log-file="$logs/memcheck.%p.log" \
     "$PYTHON" -m pytest -q -p no:cacheprovider \
         tests/test_streams.py tests/test_guards.py tests/test_greenlet.py tests/test_counters.py \
-        tests/test_relay.py \
+        tests/test_relay.py tests/test_clienthello.py \
         -k "compiled and not stdlib and not listen_fds and not docstring and not 64_mib and not fifty_pairs" "$@"
 tests_status=$?
 set -e

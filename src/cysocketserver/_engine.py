@@ -1,14 +1,16 @@
 """Picks the engine behind the public classes: the compiled modules, or their pure-Python twins.
 
 The seam is ``core.seam.Engine``: ``ServeLoop``, ``SocketReader``, ``SocketWriter``, ``Hub``,
-``Counters``, ``Meter`` and the PROXY protocol parser ``proxyproto``, nothing else.  The public
+``Counters``, ``Meter``, the PROXY protocol parser ``proxyproto`` and the ClientHello (SNI)
+parser ``clienthello``, nothing else.  The public
 classes look the engine up when they build a loop, a stream, a hub or a server's counters
 (``current()``), so one process can run both: the tests do, through ``use()``.
 
 Set ``CYSOCKETSERVER_NO_EXTENSIONS=1`` to make the pure-Python engine the default.
 
-Every compiled module has its twin in a ``_pure_*.py`` file, except the PROXY protocol parser:
-one source, ``_proxyproto.py``, that setup.py also compiles (with the C types of
+Every compiled module has its twin in a ``_pure_*.py`` file, except the two parsers, the PROXY
+protocol's and the ClientHello's, built the same way: one source, ``_proxyproto.py``
+(``_clienthello.py``), that setup.py also compiles (with the C types of
 ``_proxyproto.pxd``) into the extension ``_proxyproto``.  Where the extension is built it sits
 beside the source under the same name, and ``import _proxyproto`` finds the extension first;
 so the pure engine loads the source from its file under a name of its own,
@@ -31,9 +33,10 @@ __all__ = ["IMPLEMENTATION", "available", "current", "load", "use"]
 
 
 class Engine:
-    """One engine's parts.  Two load on first use: ``Hub`` needs the greenlet package, which
-    only the greenlet servers use, and ``proxyproto`` only servers that receive the PROXY
-    protocol use."""
+    """One engine's parts.  Some load on first use: ``Hub`` needs the greenlet package, which
+    only the greenlet servers use; ``proxyproto`` only servers that receive the PROXY
+    protocol use, ``clienthello`` only a proxy that routes TLS by server name, ``relay`` only
+    a relay."""
 
     def __init__(self, name, lazy, **parts):
         self.name = name
@@ -59,13 +62,23 @@ def _compiled_hub():
     return Hub
 
 
-def _compiled_proxyproto():
-    from . import _proxyproto
+def _compiled_from_python(name):
+    """The extension compiled from the one source ``name``.py (its module)."""
+    import importlib
 
-    if type(_proxyproto.__loader__).__name__ != "ExtensionFileLoader":
-        # Built without the parser (CYSOCKETSERVER_BUILD_ONLY): the import found the source.
-        raise ImportError("cysocketserver._proxyproto is not compiled: rebuild the extensions")
-    return _proxyproto
+    module = importlib.import_module(__package__ + "." + name)
+    if type(module.__loader__).__name__ != "ExtensionFileLoader":
+        # Built without it (CYSOCKETSERVER_BUILD_ONLY): the import found the source.
+        raise ImportError("cysocketserver.%s is not compiled: rebuild the extensions" % name)
+    return module
+
+
+def _compiled_proxyproto():
+    return _compiled_from_python("_proxyproto")
+
+
+def _compiled_clienthello():
+    return _compiled_from_python("_clienthello")
 
 
 def _compiled():
@@ -74,7 +87,7 @@ def _compiled():
     from ._streams import SocketReader, SocketWriter
 
     return Engine("compiled", {"Hub": _compiled_hub, "proxyproto": _compiled_proxyproto,
-                               "relay": _compiled_relay},
+                               "clienthello": _compiled_clienthello, "relay": _compiled_relay},
                   ServeLoop=ServeLoop, SocketReader=SocketReader, SocketWriter=SocketWriter,
                   Counters=Counters, Meter=Meter)
 
@@ -99,12 +112,22 @@ def _pure_hub():
 
 def _pure_proxyproto():
     """The parser's source, ``_proxyproto.py``, imported as Python under another name."""
-    name = __package__ + "._pure_proxyproto"
+    return _as_python("_proxyproto")
+
+
+def _pure_clienthello():
+    """The ClientHello parser's source, ``_clienthello.py``, as Python under another name."""
+    return _as_python("_clienthello")
+
+
+def _as_python(source):
+    """The module ``source``.py run as Python, named ``_pure`` + source."""
+    name = __package__ + "._pure" + source
     if name in sys.modules:
         return sys.modules[name]
     import importlib.util
 
-    path = os.path.join(os.path.dirname(__file__), "_proxyproto.py")
+    path = os.path.join(os.path.dirname(__file__), source + ".py")
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -121,7 +144,8 @@ def _pure():
     from ._pure_loop import ServeLoop
     from ._pure_streams import SocketReader, SocketWriter
 
-    return Engine("python", {"Hub": _pure_hub, "proxyproto": _pure_proxyproto, "relay": _pure_relay},
+    return Engine("python", {"Hub": _pure_hub, "proxyproto": _pure_proxyproto,
+                             "clienthello": _pure_clienthello, "relay": _pure_relay},
                   ServeLoop=ServeLoop, SocketReader=SocketReader, SocketWriter=SocketWriter,
                   Counters=Counters, Meter=Meter)
 

@@ -21,6 +21,7 @@ class Engine:
     Counters: type[Counters]
     Meter: type[Meter]
     proxyproto: ModuleType
+    clienthello: ModuleType
     relay: ModuleType
 
 IMPLEMENTATION: Literal["compiled", "python"]

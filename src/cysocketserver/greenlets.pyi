@@ -1,5 +1,6 @@
 # Types of the greenlet servers and their cooperative helpers.
 import socket as _socket_module
+import ssl as _ssl_module
 import sys
 from collections.abc import Callable
 from typing import Any, Final, Generic, Literal, ParamSpec, TypeVar
@@ -26,7 +27,8 @@ def get_hub() -> Hub: ...
 def sleep(seconds: float) -> None: ...
 def spawn(function: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Task[_T]: ...
 def to_thread(function: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T: ...
-# A GreenSocket in a thread that runs a hub, else a plain socket.socket.
+# A GreenSocket in a thread that runs a hub, else a plain socket.socket; with ssl_context, a
+# GreenTLSSocket or an ssl.SSLSocket (both ssl.SSLSocket).
 def connect(
     address: tuple[str, int] | str | bytes,
     timeout: float | None = None,
@@ -35,6 +37,8 @@ def connect(
     connect_timeout: float | None = None,
     proxy_protocol: Literal["v1", "v2"] | None = None,
     proxy_addresses: tuple[tuple[str, int], tuple[str, int]] | None = None,
+    ssl_context: _ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
 ) -> _socket_module.socket: ...
 
 class Task(Generic[_T]):

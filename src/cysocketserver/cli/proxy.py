@@ -14,6 +14,7 @@ from cysocketserver import service
 from cysocketserver.cli import binding, exporter, options, serving, workers
 from cysocketserver.cli.options import EXIT_USAGE, PROG, UsageError
 from cysocketserver.proxy import config
+from cysocketserver.proxy import tls as proxy_tls
 from cysocketserver.proxy.server import ProxyHandler, ProxyMixIn
 
 log = logging.getLogger("cysocketserver")
@@ -89,6 +90,25 @@ def add_command(commands):
     proxying.add_argument("--send-proxy", choices=config.SEND_PROXY,
                           help="send upstreams a PROXY header of this version naming the "
                                "client (default: off)")
+    tls = proxy.add_argument_group("TLS")
+    tls.add_argument("--tls-cert", metavar="FILE",
+                     help="terminate clients' TLS here with this PEM certificate (chain); the "
+                          "upstreams get plain bytes (default: no TLS)")
+    tls.add_argument("--tls-key", metavar="FILE",
+                     help="the PEM private key of --tls-cert (default: in its file)")
+    tls.add_argument("--upstream-tls", action="store_const", const=True, default=None,
+                     help="speak TLS to the upstreams, verifying their certificates "
+                          "(default: plain)")
+    tls.add_argument("--upstream-ca", metavar="FILE",
+                     help="verify the upstreams' certificates against these PEM CA "
+                          "certificates (default: the system's)")
+    tls.add_argument("--sni", action="append", default=[], metavar="NAME=HOST:PORT",
+                     help="pass TLS through untouched, routed by the server name in the "
+                          "ClientHello: NAME goes to HOST:PORT; repeat for each; other names "
+                          "(and none) go to --upstream")
+    tls.add_argument("--client-hello-timeout", type=options.seconds(False), metavar="SECONDS",
+                     help="with --sni, close a client whose ClientHello has not come in this "
+                          "long (default: %g)" % config.DEFAULTS["client_hello_timeout"])
     workers.add_options(proxy)
     serving.add_guards(proxy, "guards", defaults=False)
     serving.add_operations(proxy, defaults=False)
@@ -140,6 +160,10 @@ def _server_class(args, settings, family):
         base = getattr(cysocketserver, _BASES[args.server])
     except AttributeError:
         raise UsageError("--server greenlet needs the greenlet package") from None
+    if args.server != "greenlet" and (settings.tls_cert or settings.upstream_tls):
+        # A terminated connection is copied by two tasks on one hub through its SSL object;
+        # two threads may not use one SSL object at once.
+        raise UsageError("--tls-cert and --upstream-tls need --server greenlet")
     attrs = {
         "allow_reuse_address": True,
         "daemon_threads": True,
@@ -150,6 +174,7 @@ def _server_class(args, settings, family):
         "max_connections_per_client": settings.max_connections_per_client,
         "drain_timeout": settings.drain_timeout,
         "proxy_protocol": settings.accept_proxy,
+        "ssl_context": proxy_tls.server_context(settings),
     }
     mixins = serving.mixins(family) + (ProxyMixIn,)
     prefork, prefork_attrs = workers.mixin(args)
@@ -163,7 +188,10 @@ def build_server(args, settings):
     """The bound proxy server; UsageError for a mistake."""
     host, port = settings.listen
     family, address = binding.resolve(host, port, socket.SOCK_STREAM)
-    cls = _server_class(args, settings, family)
+    try:
+        cls = _server_class(args, settings, family)
+    except config.ConfigError as exc:
+        raise UsageError(str(exc)) from None
     try:
         server = cls(address, ProxyHandler)
     except OverflowError as exc:
@@ -172,7 +200,10 @@ def build_server(args, settings):
     except OSError as exc:
         raise binding.bind_error(binding.display(settings.listen), exc) from None
     try:
-        server.configure(settings)
+        try:
+            server.configure(settings)
+        except config.ConfigError as exc:
+            raise UsageError(str(exc)) from None
         if args.workers is not None:
             workers.check_server(server)
     except BaseException:

@@ -293,8 +293,60 @@ def _candidates(address):
     return [(family, kind, proto, addr) for family, kind, proto, _name, addr in infos]
 
 
+def _tls_settings(address, ssl_context, server_hostname):
+    """The server name to check (and send) for connect()'s TLS, or TypeError/ValueError."""
+    import ssl  # only where TLS is asked for: a bare connect() does not load it
+
+    if not isinstance(ssl_context, ssl.SSLContext):
+        raise TypeError("ssl_context must be an ssl.SSLContext or None, not %s"
+                        % type(ssl_context).__name__)
+    if server_hostname is not None:
+        if not isinstance(server_hostname, str) or not server_hostname:
+            raise TypeError("server_hostname must be a non-empty str or None, not %r"
+                            % (server_hostname,))
+        return server_hostname
+    if isinstance(address, (str, bytes)):
+        return None                       # a Unix socket path names no host
+    host = address[0]
+    if isinstance(host, bytes):
+        host = host.decode("ascii")
+    try:
+        socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+    except (socket.gaierror, UnicodeError):
+        return host or None               # a name: checked against the certificate and sent
+    return None                           # an IP address: no name to send
+
+
+def _handshake(sock, ssl_context, server_hostname, deadline):
+    """``sock`` wrapped in TLS for the client side, its handshake done by the deadline."""
+    try:
+        if type(sock) is GreenSocket:
+            from .tls import wrap_client_side
+
+            tls = wrap_client_side(ssl_context, sock, server_hostname)
+        else:
+            tls = ssl_context.wrap_socket(sock, server_hostname=server_hostname,
+                                          do_handshake_on_connect=False)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        timeout = tls.gettimeout()
+        if deadline is not None:
+            left = deadline - monotonic()
+            if left <= 0:
+                raise TimeoutError("timed out")
+            tls.settimeout(left)
+        tls.do_handshake()
+        tls.settimeout(timeout)
+    except BaseException:
+        tls.close()
+        raise
+    return tls
+
+
 def connect(address, timeout=None, source_address=None, *, connect_timeout=None,
-            proxy_protocol=None, proxy_addresses=None):
+            proxy_protocol=None, proxy_addresses=None, ssl_context=None, server_hostname=None):
     """A client socket connected to ``address`` (host, port) or a Unix socket path.
 
     As ``socket.create_connection(address, timeout, source_address)``: ``timeout`` is the
@@ -305,6 +357,14 @@ def connect(address, timeout=None, source_address=None, *, connect_timeout=None,
     ``proxy_addresses=(client_address, server_address)`` is sent first, in one write.
     In a thread that runs a hub, the socket is a GreenSocket whose waits park the greenlet;
     in any other thread, a plain blocking socket.socket.
+
+    With ``ssl_context`` (an ssl.SSLContext), the connection is TLS: the client side of the
+    context's handshake runs before connect() returns (after the PROXY header, if any), within
+    the same ``connect_timeout`` as the connect; the result is a GreenTLSSocket in a greenlet,
+    an ssl.SSLSocket in a thread.  ``server_hostname`` is the name sent (SNI) and checked
+    against the certificate; default: the host of ``address`` when it is a name.  A failed
+    handshake raises ssl.SSLError (ssl.SSLCertVerificationError for a certificate), one past
+    the deadline TimeoutError.
     """
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -313,6 +373,10 @@ def connect(address, timeout=None, source_address=None, *, connect_timeout=None,
         if not timeout >= 0:
             raise ValueError("timeout must be 0 or more seconds (None: no limit)")
     header = _proxy_header(proxy_protocol, proxy_addresses)
+    if ssl_context is not None:
+        server_hostname = _tls_settings(address, ssl_context, server_hostname)
+    elif server_hostname is not None:
+        raise ValueError("server_hostname is given without ssl_context")
     kind = socket.socket if existing_hub() is None else GreenSocket
     candidates = _candidates(address)
     deadline = _connect_deadline(timeout, connect_timeout)
@@ -332,13 +396,17 @@ def connect(address, timeout=None, source_address=None, *, connect_timeout=None,
             sock.settimeout(timeout)
             if header is not None:
                 sock.sendall(header)
-            return sock
         except OSError as exc:
             error = exc
             sock.close()
+            continue
         except BaseException:
             sock.close()
             raise
+        if ssl_context is None:
+            return sock
+        # The handshake's failure is the answer: another address would give the same.
+        return _handshake(sock, ssl_context, server_hostname, deadline)
     if error is not None:
         try:
             raise error

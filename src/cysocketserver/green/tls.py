@@ -16,7 +16,7 @@ import _socket
 
 from .hub import POLLIN, POLLOUT, existing_hub, get_hub, io_done
 
-__all__ = ["GreenTLSSocket", "wrap_server_side", "CLOSE_TIMEOUT"]
+__all__ = ["GreenTLSSocket", "wrap_server_side", "wrap_client_side", "CLOSE_TIMEOUT"]
 
 # The longest unwrap() waits for the peer's close_notify when the socket has no timeout: a
 # peer that never answers does not hold the greenlet.
@@ -227,3 +227,11 @@ def wrap_server_side(context, sock):
                                  context=context, session=None)
     tls._meter = meter
     return tls
+
+
+def wrap_client_side(context, sock, server_hostname):
+    """``sock`` (a connected GreenSocket) as a GreenTLSSocket for the client side of
+    ``context``, its handshake not started (``connect()`` drives it)."""
+    return GreenTLSSocket._create(sock=sock, server_side=False, do_handshake_on_connect=False,
+                                  suppress_ragged_eofs=True, server_hostname=server_hostname,
+                                  context=context, session=None)

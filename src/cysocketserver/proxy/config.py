@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 __all__ = ["ConfigError", "UpstreamSpec", "Settings", "DEFAULTS", "parse_address",
-           "parse_upstream", "load_file", "resolve"]
+           "parse_upstream", "parse_route", "load_file", "resolve"]
 
 
 class ConfigError(ValueError):
@@ -64,6 +64,14 @@ DEFAULTS = {
     "metrics": None,
     "log_level": "info",
     "workers": None,
+    # TLS: terminated here (tls_cert, tls_key), spoken to the upstreams (upstream_tls,
+    # upstream_ca), or passed through, routed by the ClientHello's server name (sni).
+    "tls_cert": None,
+    "tls_key": None,
+    "upstream_tls": False,
+    "upstream_ca": None,
+    "sni": (),
+    "client_hello_timeout": 10.0,
 }
 BALANCES = ("roundrobin", "leastconn", "source")
 ACCEPT_PROXY = ("v1", "v2", "any")
@@ -97,6 +105,12 @@ class Settings:
     metrics: Optional[Tuple[str, int]]
     log_level: str
     workers: Optional[int]
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+    upstream_tls: bool = False
+    upstream_ca: Optional[str] = None
+    sni: Tuple[Tuple[str, UpstreamSpec], ...] = ()
+    client_hello_timeout: float = 10.0
 
 
 # -- the values ---------------------------------------------------------------------------------
@@ -168,6 +182,46 @@ def parse_upstream(text):
     return UpstreamSpec(host, port, weight, limit, backup)
 
 
+def parse_route(text):
+    """``NAME=HOST:PORT`` -> (name, UpstreamSpec): TLS naming NAME goes to HOST:PORT."""
+    if not isinstance(text, str) or "=" not in text:
+        raise ConfigError("sni: expected \"NAME=HOST:PORT\", not %r" % (text,))
+    name, _, where = text.partition("=")
+    name = name.strip().lower().rstrip(".")
+    if not name or not all(part and len(part) <= 63 for part in name.split(".")) \
+            or not name.isascii() or any(c.isspace() for c in name):
+        raise ConfigError("sni %r: %r is not a server name" % (text, name))
+    host, port = parse_address(where, "sni %r" % text)
+    if port == 0:
+        raise ConfigError("sni %r: port 0 is not a port to connect to" % text)
+    return name, UpstreamSpec(host, port)
+
+
+def _routes(value, what):
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError("%s: expected a list of \"NAME=HOST:PORT\" strings" % what)
+    routes = tuple(item if isinstance(item, tuple) else parse_route(item) for item in value)
+    names = [name for name, _spec in routes]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError("%s: %s is routed twice" % (what, ", ".join(twice)))
+    return routes
+
+
+def _path(value, what):
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError("%s: expected a file name, not %r" % (what, value))
+    return value
+
+
+def _flag(value, what):
+    if not isinstance(value, bool):
+        raise ConfigError("%s: expected true or false, not %r" % (what, value))
+    return value
+
+
 def _text(value, what):
     if value is None:
         return None
@@ -204,6 +258,12 @@ _CHECKS = {
     "log_level": lambda value, what: _choice(value, ("debug", "info", "warning", "error"),
                                              what),
     "workers": _optional(lambda value, what: _whole(value, 1, what)),
+    "tls_cert": _path,
+    "tls_key": _path,
+    "upstream_tls": _flag,
+    "upstream_ca": _path,
+    "sni": _routes,
+    "client_hello_timeout": lambda value, what: _seconds(value, what),
 }
 
 
@@ -258,4 +318,16 @@ def resolve(given, from_file=None, where="the command line"):
     if chosen["listen"] is None:
         raise ConfigError("no --listen HOST:PORT (or listen = \"HOST:PORT\" in --config)")
     chosen["upstreams"] = upstreams
+    _check_tls(chosen)
     return Settings(**chosen)
+
+
+def _check_tls(chosen):
+    """The TLS settings that go together, and those that do not."""
+    if chosen["tls_key"] is not None and chosen["tls_cert"] is None:
+        raise ConfigError("tls-key: only with tls-cert")
+    if chosen["upstream_ca"] is not None and not chosen["upstream_tls"]:
+        raise ConfigError("upstream-ca: only with upstream-tls")
+    if chosen["sni"] and (chosen["tls_cert"] is not None or chosen["upstream_tls"]):
+        raise ConfigError("sni passes TLS through untouched: not with tls-cert or "
+                          "upstream-tls")

@@ -9,13 +9,14 @@ while open connections keep the upstream they have.
 """
 import logging
 import threading
+import time
 from time import monotonic
 
 import cysocketserver
 from cysocketserver.core.proxyproto import header_of
 from cysocketserver.greenlets import get_hub
 
-from . import health
+from . import health, tls
 from .balance import make_balancer
 from .counters import Board, exposition
 from .upstreams import Upstream, UpstreamSet
@@ -48,12 +49,16 @@ class _Throttled:
 
 
 class ProxyState:
-    """What a new connection uses: the settings, the upstreams and the balancer."""
+    """What a new connection uses: the settings, the upstreams and the balancer; for TLS, the
+    context to the upstreams (None: plain) and the routes by server name ({name:
+    UpstreamSet}, None: no passthrough)."""
 
-    def __init__(self, settings, upstreams, balancer):
+    def __init__(self, settings, upstreams, balancer, upstream_context=None, routes=None):
         self.settings = settings
         self.upstreams = upstreams
         self.balancer = balancer
+        self.upstream_context = upstream_context
+        self.routes = routes
 
 
 class ProxyHandler(cysocketserver.BaseRequestHandler):
@@ -62,18 +67,32 @@ class ProxyHandler(cysocketserver.BaseRequestHandler):
     def handle(self):
         server = self.server
         state = server.proxy_state          # this connection's, whatever a reload does next
+        upstreams = state.upstreams
+        if state.routes is not None:
+            upstreams = self._route(state)
+            if upstreams is None:
+                return
         # Only a PROXY header for the upstream names the address the client connected to:
         # without one, that lookup (a getsockname() call) is work for nothing.
         local_address = (self._local_address() if state.settings.send_proxy is not None
                          else None)
-        connected = server.connect_upstream(state, self.client_address, local_address)
+        connected = server.connect_upstream(state, self.client_address, local_address,
+                                            upstreams)
         if connected is None:
             return
         upstream, sock = connected
         sent = received = 0
+        # TLS terminated on either side: the bytes go through the SSL objects, which relay()
+        # (a copy between descriptors) cannot do.
+        terminated = (getattr(self.request, "_sslobj", None) is not None
+                      or state.upstream_context is not None)
         try:
-            sent, received = cysocketserver.relay(self.request, sock,
-                                                  idle_timeout=state.settings.idle_timeout)
+            if terminated:
+                sent, received = tls.copy_both_ways(self.request, sock,
+                                                    state.settings.idle_timeout)
+            else:
+                sent, received = cysocketserver.relay(self.request, sock,
+                                                      idle_timeout=state.settings.idle_timeout)
         finally:
             sock.close()
             upstream.active -= 1
@@ -81,6 +100,24 @@ class ProxyHandler(cysocketserver.BaseRequestHandler):
             counters.add("closed")
             counters.add("sent", sent)
             counters.add("received", received)
+
+    def _route(self, state):
+        """The upstreams for the server name this connection's ClientHello asks for (the
+        default ones for a name with no route, or none); None once it is refused."""
+        server = self.server
+        pause = (cysocketserver.sleep if isinstance(server, cysocketserver.GreenletMixIn)
+                 else time.sleep)
+        name = tls.read_server_name(self.request, state.settings.client_hello_timeout, pause)
+        if name is tls.REFUSED:
+            server.client_hellos_refused += 1
+            server.proxy_log.warning("client hello", "closed a connection from %s: no TLS "
+                                     "ClientHello within %g s", self.client_address[0]
+                                     if isinstance(self.client_address, tuple) else "",
+                                     state.settings.client_hello_timeout)
+            return None
+        if name is not None:
+            return state.routes.get(name.lower().rstrip("."), state.upstreams)
+        return state.upstreams
 
     def _local_address(self):
         """The address the client connected to: the PROXY header's, when one came."""
@@ -96,6 +133,9 @@ class ProxyMixIn:
     proxy_state = None
     board = None
     proxy_log = None
+    # Connections passed through by server name that sent no ClientHello in time, or bytes
+    # that were none (this process's count).
+    client_hellos_refused = 0
 
     # -- the settings --------------------------------------------------------------------------
 
@@ -118,17 +158,37 @@ class ProxyMixIn:
             balancer = old.balancer
         else:
             balancer = make_balancer(settings.balance)
+        routes = None
+        if settings.sni:
+            routes = {}
+            known = dict(known)
+            for route in (old.routes or {}).values() if old is not None else ():
+                known.update(route.by_name)
+            known.update((upstream.name, upstream) for upstream in upstreams)
+            for name, spec in settings.sni:
+                upstream = known.get(spec.name)
+                if upstream is None:
+                    upstream = known[spec.name] = Upstream(spec, self.board.column(spec.name))
+                routes[name] = UpstreamSet([upstream])
         if self.proxy_log is None:
             self.proxy_log = _Throttled()
-        self.proxy_state = ProxyState(settings, UpstreamSet(upstreams), balancer)
+        self.proxy_state = ProxyState(settings, UpstreamSet(upstreams), balancer,
+                                      tls.upstream_context(settings), routes)
 
     # -- connecting ----------------------------------------------------------------------------
 
-    def connect_upstream(self, state, client_address, local_address):
+    def connect_upstream(self, state, client_address, local_address, upstreams=None):
         """(upstream, connected socket) for a client, or None once every eligible upstream
-        has failed (retries + 1 attempts at most).  local_address (what the client connected
-        to) is read only for a PROXY header to the upstream: None will do without one."""
+        (of ``upstreams``, default: the configured ones) has failed (retries + 1 attempts at
+        most).  With upstream TLS, the handshake is part of the connect.  local_address (what
+        the client connected to) is read only for a PROXY header to the upstream: None will do
+        without one."""
         settings = state.settings
+        if upstreams is None:
+            upstreams = state.upstreams
+        tls_options = {}
+        if state.upstream_context is not None:
+            tls_options["ssl_context"] = state.upstream_context
         client_host = client_address[0] if isinstance(client_address, tuple) else ""
         header = None
         if settings.send_proxy is not None:
@@ -136,16 +196,20 @@ class ProxyMixIn:
                           proxy_addresses=(tuple(client_address[:2]), tuple(local_address[:2])))
         tried = []
         for _attempt in range(settings.retries + 1):
-            candidates = state.upstreams.eligible(tried)
+            candidates = upstreams.eligible(tried)
             if not candidates:
                 break
             upstream = state.balancer.pick(candidates, client_host)
             tried.append(upstream)
             upstream.active += 1      # counted while connecting, for leastconn and limits
             try:
+                if tls_options:
+                    # The upstream's host as written (a name or an IP address) is what its
+                    # certificate must name.
+                    tls_options["server_hostname"] = upstream.spec.host
                 sock = cysocketserver.connect(upstream.address,
                                               connect_timeout=settings.connect_timeout,
-                                              **(header or {}))
+                                              **(header or {}), **tls_options)
             except (OSError, ValueError) as exc:
                 upstream.active -= 1
                 upstream.counters.add("failures")
