@@ -6,6 +6,7 @@ In the order they import one another:
   the hub's raw ``spawn()``, and the event bits ``POLLIN``/``POLLOUT`` that its ``wait_fd()`` takes.
 - ``to_thread``: ``to_thread()``, a blocking call run in a worker thread while the hub serves
   on, and the size of that worker pool.
+- ``timeouts``: the timeout of a cooperative socket, its descriptor always non-blocking.
 - ``socket``: ``GreenSocket``, the cooperative ``socket.socket``, and ``connect()``.
 - ``tasks``: ``spawn()`` and ``Task``: more work on this thread's hub, joined or killed.
 - ``waiter``: ``HubWaiter``, how a greenlet server's serve loop waits on its listener.

@@ -12,6 +12,7 @@ from time import monotonic
 import _socket
 
 from .hub import POLLIN, POLLOUT, existing_hub, get_hub, io_done
+from .timeouts import CooperativeTimeout
 from .to_thread import to_thread
 
 __all__ = ["GreenSocket", "connect", "as_green_socket"]
@@ -26,7 +27,7 @@ _CONNECTING = frozenset(
 _ss = _socket.socket
 
 
-class GreenSocket(socket.socket):
+class GreenSocket(CooperativeTimeout, socket.socket):
     """A ``socket.socket`` whose blocking calls park the greenlet instead of the thread.
 
     The descriptor itself is non-blocking; ``settimeout()``/``gettimeout()`` keep the timeout
@@ -94,34 +95,6 @@ class GreenSocket(socket.socket):
             else:
                 io_done()
                 return result
-
-    # -- timeouts -------------------------------------------------------------------------------
-
-    def settimeout(self, value, /):
-        # The descriptor stays non-blocking whatever the timeout: only the value is kept.  An
-        # ordinary value is taken as it is (going through the C socket's settimeout() twice
-        # would cost two ioctl() calls each time); anything else gets the stdlib's checks and
-        # errors.
-        kind = type(value)
-        if value is None or ((kind is float or kind is int) and 0 <= value <= 1e9):
-            self._coop_timeout = None if value is None else float(value)
-            return
-        _ss.settimeout(self, value)
-        self._coop_timeout = _ss.gettimeout(self)
-        _ss.settimeout(self, 0.0)
-
-    def gettimeout(self):
-        return self._coop_timeout
-
-    def setblocking(self, flag, /):
-        self.settimeout(None if flag else 0.0)
-
-    def getblocking(self):
-        return self._coop_timeout != 0.0
-
-    @property
-    def timeout(self):
-        return self._coop_timeout
 
     # -- the blocking calls -----------------------------------------------------------------------
 

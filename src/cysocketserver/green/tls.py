@@ -15,6 +15,7 @@ from time import monotonic
 import _socket
 
 from .hub import POLLIN, POLLOUT, existing_hub, get_hub, io_done
+from .timeouts import CooperativeTimeout
 
 __all__ = ["GreenTLSSocket", "wrap_server_side", "wrap_client_side", "CLOSE_TIMEOUT"]
 
@@ -29,7 +30,7 @@ _ss = _socket.socket
 _length = len  # read()'s parameter is named len, as SSLSocket.read's
 
 
-class GreenTLSSocket(ssl.SSLSocket):
+class GreenTLSSocket(CooperativeTimeout, ssl.SSLSocket):
     """An ``ssl.SSLSocket`` for the greenlet servers: read/write/handshake/unwrap park the
     greenlet on this thread's hub; ``gettimeout()`` is the timeout you set (the descriptor
     itself is non-blocking)."""
@@ -37,26 +38,6 @@ class GreenTLSSocket(ssl.SSLSocket):
     _coop_timeout = None
     _hub = None
     _meter = None  # the connection's byte meter, on a greenlet server (stats())
-
-    # -- timeouts (as GreenSocket's) ----------------------------------------------------------
-
-    def settimeout(self, value, /):
-        _ss.settimeout(self, value)  # validated as the stdlib does
-        self._coop_timeout = _ss.gettimeout(self)
-        _ss.settimeout(self, 0.0)
-
-    def gettimeout(self):
-        return self._coop_timeout
-
-    def setblocking(self, flag, /):
-        self.settimeout(None if flag else 0.0)
-
-    def getblocking(self):
-        return self._coop_timeout != 0.0
-
-    @property
-    def timeout(self):
-        return self._coop_timeout
 
     # -- waiting ------------------------------------------------------------------------------
 
