@@ -16,15 +16,13 @@ from support_net import subprocess_env
 
 # The package's own modules, on each engine.
 COMMON = {
-    "cysocketserver", "cysocketserver._engine", "cysocketserver._version",
+    "cysocketserver", "cysocketserver._engine",
     "cysocketserver._counterfields", "cysocketserver._loopcommon",
     "cysocketserver.core", "cysocketserver.core.admission", "cysocketserver.core.guards",
     "cysocketserver.core.hooks", "cysocketserver.core.nodelay", "cysocketserver.core.plan",
     "cysocketserver.core.registry", "cysocketserver.core.settings", "cysocketserver.core.state",
-    "cysocketserver.handlers", "cysocketserver.mixins", "cysocketserver.servers",
+    "cysocketserver.handlers", "cysocketserver.servers",
     "cysocketserver.models", "cysocketserver.models.base", "cysocketserver.models.inline",
-    "cysocketserver.models.forks", "cysocketserver.models.pool", "cysocketserver.models.threads",
-    "cysocketserver.threadpool",
 }
 ENGINE = {
     # The compiled streams park on the compiled hub, so it loads (without greenlet).
@@ -37,7 +35,8 @@ ENGINE = {
 }
 # Never at the bare import.
 NEVER = {"greenlet", "typing", "logging", "ipaddress", "traceback", "textwrap", "tokenize",
-         "argparse", "ctypes", "contextlib", "importlib.util", "ssl", "_ssl", "cysocketserver.greenlets", "cysocketserver.metrics",
+         "argparse", "ctypes", "contextlib", "importlib.util", "ssl", "_ssl", "cysocketserver.greenlets", "cysocketserver.metrics", "cysocketserver.mixins",
+         "cysocketserver.threadpool",
          "cysocketserver.prefork", "cysocketserver.cli", "cysocketserver.bench"}
 
 _PROGRAM = """
@@ -78,7 +77,11 @@ def test_the_lazy_names_load_on_first_use():
     code = ("import sys, cysocketserver\n"
             "assert 'greenlet' not in sys.modules\n"
             "cysocketserver.GreenletTCPServer, cysocketserver.prometheus_text\n"
+            "from cysocketserver import ThreadingTCPServer, ForkingMixIn\n"
+            "assert ThreadingTCPServer.__module__ == 'cysocketserver.mixins'\n"
             "cysocketserver.listen_fds\n"
+            "from cysocketserver import _version\n"
+            "assert cysocketserver.__version__ == _version.__version__\n"
             "print('greenlet' in sys.modules, 'cysocketserver.prometheus' in sys.modules)\n"
             "print(sorted(set(dir(cysocketserver)) >= set(cysocketserver.__all__) for _ in [0]))\n")
     proc = subprocess.run([sys.executable, "-c", code], env=subprocess_env(),

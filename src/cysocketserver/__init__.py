@@ -5,53 +5,50 @@ before importing modules that build on socketserver (http.server, xmlrpc.server,
 wsgiref.simple_server, logging.config) so that their servers run on this package.
 
 This module is the package's front: it names the public classes and functions and imports
-nothing that a program does not use -- the greenlet servers (and the greenlet package), the
-metrics and the PROXY protocol's types load when first asked for.
+nothing that a program does not use -- the concurrency mix-ins, the greenlet servers (and the
+greenlet package), the metrics, the relay and the PROXY protocol's types load when a program
+first names them.
 """
 import os
 import socket
 import sys
 
 from ._engine import IMPLEMENTATION
-from ._version import __version__
 from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
-from .mixins import (ThreadingMixIn, ThreadingTCPServer, ThreadingUDPServer, ThreadPoolMixIn,
-                     ThreadPoolTCPServer, ThreadPoolUDPServer)
 from .servers import BaseServer, TCPServer, UDPServer
 
 __all__ = [
     "BaseServer", "TCPServer", "UDPServer",
-    "ThreadingUDPServer", "ThreadingTCPServer",
     "BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler",
-    "ThreadingMixIn",
-    "ThreadPoolMixIn", "ThreadPoolTCPServer", "ThreadPoolUDPServer",
     "listen_fds", "prometheus_text", "ProxyHeader", "ProxyProtocolError", "relay",
 ]
 
-if hasattr(os, "fork"):
-    from .mixins import ForkingMixIn, ForkingTCPServer, ForkingUDPServer
-
-    __all__ += ["ForkingUDPServer", "ForkingTCPServer", "ForkingMixIn"]
-
 if hasattr(socket, "AF_UNIX"):
-    from .mixins import (ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
-                         ThreadPoolUnixDatagramServer, ThreadPoolUnixStreamServer)
     from .servers import UnixDatagramServer, UnixStreamServer
 
-    __all__ += ["UnixStreamServer", "UnixDatagramServer",
-                "ThreadingUnixStreamServer", "ThreadingUnixDatagramServer",
-                "ThreadPoolUnixStreamServer", "ThreadPoolUnixDatagramServer"]
+    __all__ += ["UnixStreamServer", "UnixDatagramServer"]
 
+# The concurrency mix-ins and the ready-made servers built with them (mixins.py), loaded with
+# their models when a program first names one: a program that serves one way does not pay for
+# the others.
+_MIXIN_NAMES = ["ThreadingMixIn", "ThreadingTCPServer", "ThreadingUDPServer",
+                "ThreadPoolMixIn", "ThreadPoolTCPServer", "ThreadPoolUDPServer"]
+if hasattr(os, "fork"):
+    _MIXIN_NAMES += ["ForkingMixIn", "ForkingTCPServer", "ForkingUDPServer"]
+if hasattr(socket, "AF_UNIX"):
+    _MIXIN_NAMES += ["ThreadingUnixStreamServer", "ThreadingUnixDatagramServer",
+                     "ThreadPoolUnixStreamServer", "ThreadPoolUnixDatagramServer"]
     if hasattr(os, "fork"):
-        from .mixins import ForkingUnixDatagramServer, ForkingUnixStreamServer
-
-        __all__ += ["ForkingUnixStreamServer", "ForkingUnixDatagramServer"]
+        _MIXIN_NAMES += ["ForkingUnixStreamServer", "ForkingUnixDatagramServer"]
+__all__ += _MIXIN_NAMES
 
 
 # Names loaded on first use: name -> the module that defines it.
-_LAZY = {"prometheus_text": ".prometheus", "listen_fds": ".activation",
+_LAZY = {"__version__": "._version",
+         "prometheus_text": ".prometheus", "listen_fds": ".activation",
          "ProxyHeader": ".proxyprotocol", "ProxyProtocolError": ".proxyprotocol",
          "relay": ".relaying"}
+_LAZY.update(dict.fromkeys(_MIXIN_NAMES, ".mixins"))
 # The greenlet servers: a greenlet per request on one OS thread.  greenlet is a dependency;
 # where it is missing, the rest of the package works and these names say how to get it.
 _GREENLET_NAMES = ["GreenletMixIn", "GreenletTCPServer", "GreenletUDPServer", "connect", "sleep",
