@@ -74,28 +74,6 @@ class GreenSocket(CooperativeTimeout, socket.socket):
             hub = self._hub = get_hub()
         return hub.wait_fd
 
-    def _io(self, method, events, *args):
-        try:
-            result = method(self, *args)
-        except BlockingIOError:
-            timeout = self._coop_timeout
-            if timeout == 0.0:
-                raise
-        else:
-            io_done()
-            return result
-        deadline = -1.0 if timeout is None else monotonic() + timeout
-        while True:
-            if self._cysocketserver_wait(_ss.fileno(self), events, deadline):
-                raise TimeoutError("timed out")
-            try:
-                result = method(self, *args)
-            except BlockingIOError:
-                pass
-            else:
-                io_done()
-                return result
-
     # -- the blocking calls -----------------------------------------------------------------------
 
     def recv(self, bufsize, flags=0, /):

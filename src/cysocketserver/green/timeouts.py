@@ -1,7 +1,12 @@
-"""The timeout of a cooperative socket: kept in Python, while the descriptor itself stays
-non-blocking.  ``GreenSocket`` and ``GreenTLSSocket`` both take their timeout methods from here.
+"""The timeout of a cooperative socket, kept in Python while the descriptor itself stays
+non-blocking, and the loop that makes one of its calls wait that long at most, parked on the
+hub.  ``GreenSocket`` and ``GreenTLSSocket`` both take them from here.
 """
+from time import monotonic
+
 import _socket
+
+from .hub import io_done
 
 __all__ = ["CooperativeTimeout"]
 
@@ -12,7 +17,8 @@ class CooperativeTimeout:
     """``settimeout()``/``gettimeout()``, ``setblocking()``/``getblocking()`` and ``timeout``
     as the stdlib's sockets have them, for a socket whose descriptor is always non-blocking
     (its C timeout 0): the value set is what each blocking call waits at most, parked on the
-    hub.  The class using it provides the ``_coop_timeout`` attribute."""
+    hub.  The class using it provides the ``_coop_timeout`` attribute and the
+    ``_cysocketserver_wait`` waiter."""
 
     __slots__ = ()
 
@@ -42,3 +48,27 @@ class CooperativeTimeout:
     @property
     def timeout(self):
         return self._coop_timeout
+
+    def _io(self, method, events, *args):
+        """``method(self, *args)`` (a C socket method), parked on the hub while it would block,
+        for the socket's timeout at most."""
+        try:
+            result = method(self, *args)
+        except BlockingIOError:
+            timeout = self._coop_timeout
+            if timeout == 0.0:
+                raise
+        else:
+            io_done()
+            return result
+        deadline = -1.0 if timeout is None else monotonic() + timeout
+        while True:
+            if self._cysocketserver_wait(_ss.fileno(self), events, deadline):
+                raise TimeoutError("timed out")
+            try:
+                result = method(self, *args)
+            except BlockingIOError:
+                pass
+            else:
+                io_done()
+                return result

@@ -110,7 +110,7 @@ class GreenTLSSocket(CooperativeTimeout, ssl.SSLSocket):
     def sendall(self, data, flags=0):
         self._checkClosed()
         if self._sslobj is None:
-            return self._plain(_ss.sendall, POLLOUT, data, flags)
+            return self._io(_ss.sendall, POLLOUT, data, flags)
         if flags != 0:
             raise ValueError("non-zero flags not allowed in calls to sendall() on %s"
                              % self.__class__)
@@ -123,41 +123,23 @@ class GreenTLSSocket(CooperativeTimeout, ssl.SSLSocket):
     def recv(self, buflen=1024, flags=0):
         if self._sslobj is None:
             self._checkClosed()
-            return self._plain(_ss.recv, POLLIN, buflen, flags)
+            return self._io(_ss.recv, POLLIN, buflen, flags)
         return super().recv(buflen, flags)
 
     def recv_into(self, buffer, nbytes=None, flags=0):
         if self._sslobj is None:
             self._checkClosed()
-            return self._plain(_ss.recv_into, POLLIN, buffer, nbytes or 0, flags)
+            return self._io(_ss.recv_into, POLLIN, buffer, nbytes or 0, flags)
         return super().recv_into(buffer, nbytes, flags)
 
     def send(self, data, flags=0):
         self._checkClosed()
         if self._sslobj is None:
-            return self._plain(_ss.send, POLLOUT, data, flags)
+            return self._io(_ss.send, POLLOUT, data, flags)
         if flags != 0:
             raise ValueError("non-zero flags not allowed in calls to send() on %s"
                              % self.__class__)
         return self.write(data)
-
-    def _plain(self, method, events, *args):
-        """After unwrap(): the plain socket call, cooperatively."""
-        deadline = None
-        while True:
-            try:
-                result = method(self, *args)
-            except BlockingIOError:
-                timeout = self._coop_timeout
-                if timeout == 0.0:
-                    raise
-            else:
-                io_done()
-                return result
-            if deadline is None:
-                deadline = -1.0 if timeout is None else monotonic() + timeout
-            if self._cysocketserver_wait(_ss.fileno(self), events, deadline):
-                raise TimeoutError("timed out")
 
     def unwrap(self):
         """Send close_notify and wait for the peer's (at most the socket's timeout, or
