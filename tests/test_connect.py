@@ -8,16 +8,13 @@ server, and, where haproxy is installed, by a real HAProxy with ``accept-proxy``
 """
 import ast
 import contextlib
-import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 
 import pytest
 
+from support_haproxy import HAPROXY, SKIP_REASON, free_port, running
 from support_net import HOST, TIMEOUT, recv_until_eof, serving
 
 pytest.importorskip("greenlet")
@@ -356,70 +353,23 @@ def test_the_builder_agrees_with_both_parsers(cy_ss):
 
 # -- a real HAProxy reads it ---------------------------------------------------------------------
 
-HAPROXY = shutil.which("haproxy") or next(
-    (path for path in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.path.exists(path)),
-    None)
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def _wait_listening(port, process):
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail("haproxy exited: %s" % process.stdout.read().decode(errors="replace"))
-        try:
-            socket.create_connection((HOST, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail("haproxy did not listen on %d" % port)
-
-
-@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (apt-get install haproxy)")
+@pytest.mark.skipif(HAPROXY is None, reason=SKIP_REASON)
 @pytest.mark.parametrize("addresses", [(CLIENT, SERVER), (CLIENT6, SERVER6)], ids=["ipv4", "ipv6"])
 def test_haproxy_accepts_the_header(cy_ss, addresses):
     """connect() -> HAProxy (``accept-proxy``) -> ``send-proxy-v2`` -> our server: the client
     address our server sees can only have come through HAProxy from the header we sent."""
     server = _proxy_server(cy_ss, "threading")
-    port = _free_port()
-    config = f"""
-global
-    maxconn 64
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 10s
-    timeout server 10s
+    port = free_port()
+    _drop_thread_hub()
+    with serving(server), running(f"""
 frontend front
     bind {HOST}:{port} accept-proxy
     default_backend back
 backend back
-    server app {HOST}:{{upstream}} send-proxy-v2
-"""
-    _drop_thread_hub()
-    with tempfile.TemporaryDirectory() as directory, serving(server):
-        path = os.path.join(directory, "haproxy.cfg")
-        with open(path, "w") as f:
-            f.write(config.replace("{upstream}", str(server.server_address[1])))
-        process = subprocess.Popen([HAPROXY, "-db", "-f", path], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT)
-        try:
-            _wait_listening(port, process)
-            for version in ("v1", "v2"):
-                got = _talk((HOST, port), proxy_protocol=version, proxy_addresses=addresses)
-                client, server_address = map(_shape, addresses)
-                assert got == (client, 2, client, server_address, b"hello upstream\n")
-        finally:
-            process.terminate()
-            try:
-                process.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            process.stdout.close()
+    server app {HOST}:{server.server_address[1]} send-proxy-v2
+""", port):
+        for version in ("v1", "v2"):
+            got = _talk((HOST, port), proxy_protocol=version, proxy_addresses=addresses)
+            client, server_address = map(_shape, addresses)
+            assert got == (client, 2, client, server_address, b"hello upstream\n")
     assert sum(server.proxy_protocol_refused.values()) == 0

@@ -2,14 +2,11 @@
 loopback only.  The upstreams are small in-test servers that say who they are (and whom they
 see as the client), then echo until the client's end, then say END."""
 import contextlib
-import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -18,11 +15,8 @@ import urllib.request
 import pytest
 
 import cysocketserver
+from support_haproxy import HAPROXY, free_port, running as haproxy
 from support_net import HOST, TIMEOUT, subprocess_env
-
-HAPROXY = shutil.which("haproxy") or next(
-    (path for path in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.path.exists(path)),
-    None)
 
 
 # -- the upstreams ---------------------------------------------------------------------------------
@@ -444,44 +438,12 @@ def test_a_port_in_use_and_a_broken_config_are_one_line_and_exit_2(tmp_path):
 
 # -- with HAProxy ----------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def haproxy(config, port):
-    with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, "haproxy.cfg")
-        with open(path, "w") as file:
-            file.write("global\n    maxconn 64\ndefaults\n    mode tcp\n    timeout connect 5s\n"
-                       "    timeout client 10s\n    timeout server 10s\n" + config)
-        process = subprocess.Popen([HAPROXY, "-f", path, "-db"], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + TIMEOUT
-            while True:
-                assert process.poll() is None, process.stdout.read().decode(errors="replace")
-                try:
-                    socket.create_connection((HOST, port), timeout=1).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "haproxy did not listen"
-                    time.sleep(0.05)
-            yield
-        finally:
-            process.kill()
-            process.wait()
-            process.stdout.close()
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
 def test_haproxy_in_front_sends_proxy_v2_and_the_upstream_sees_the_client():
     with upstreams("a", proxy_protocol="any") as servers, \
             proxy("--accept-proxy", "v2", "--send-proxy", "v1", "--health-check-interval", "0",
                   *upstream_args(servers)) as running:
-        front = _free_port()
+        front = free_port()
         config = ("frontend f\n    bind %s:%d\n    default_backend b\nbackend b\n"
                   "    server ours %s:%d send-proxy-v2\n" % (HOST, front, HOST, running.port))
         with haproxy(config, front):
@@ -493,7 +455,7 @@ def test_haproxy_in_front_sends_proxy_v2_and_the_upstream_sees_the_client():
 @pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
 def test_haproxy_behind_accepts_our_proxy_v1():
     with upstreams("a", proxy_protocol="any") as servers:
-        behind = _free_port()
+        behind = free_port()
         config = ("frontend f\n    bind %s:%d accept-proxy\n    default_backend b\nbackend b\n"
                   "    server app %s send-proxy-v2\n" % (HOST, behind, address(servers["a"])))
         with haproxy(config, behind), \

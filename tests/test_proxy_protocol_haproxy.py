@@ -2,40 +2,19 @@
 (with its CRC32c TLV).  The client connects from 127.0.0.7, so the address the handler reports
 can only come from the header.  Skipped where haproxy is not installed (.ci/run installs it)."""
 import ast
-import os
-import shutil
 import socket
-import subprocess
-import tempfile
-import time
 
 import pytest
 
+from support_haproxy import HAPROXY, SKIP_REASON, free_port, running
 from support_net import HOST, TIMEOUT, recv_until_eof, serving
 
-HAPROXY = shutil.which("haproxy") or next(
-    (path for path in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.path.exists(path)),
-    None)
-pytestmark = pytest.mark.skipif(HAPROXY is None,
-                                reason="haproxy is not installed (apt-get install haproxy)")
+pytestmark = pytest.mark.skipif(HAPROXY is None, reason=SKIP_REASON)
 CLIENT_SOURCE = "127.0.0.7"
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def _config(upstream_port, v1_port, v2_port):
     return f"""
-global
-    maxconn 64
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 10s
-    timeout server 10s
 frontend front_v1
     bind {HOST}:{v1_port}
     default_backend back_v1
@@ -47,19 +26,6 @@ frontend front_v2
 backend back_v2
     server app {HOST}:{upstream_port} send-proxy-v2 proxy-v2-options crc32c
 """
-
-
-def _wait_listening(port, process):
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail("haproxy exited: %s" % process.stdout.read().decode(errors="replace"))
-        try:
-            socket.create_connection((HOST, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail("haproxy did not listen on %d" % port)
 
 
 @pytest.fixture
@@ -76,25 +42,10 @@ def haproxy_in_front(cy_ss):
         daemon_threads = True
 
     server = Server((HOST, 0), Report)
-    v1_port, v2_port = _free_port(), _free_port()
-    with tempfile.TemporaryDirectory() as directory, serving(server):
-        path = os.path.join(directory, "haproxy.cfg")
-        with open(path, "w") as f:
-            f.write(_config(server.server_address[1], v1_port, v2_port))
-        process = subprocess.Popen([HAPROXY, "-db", "-f", path], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT)
-        try:
-            _wait_listening(v1_port, process)
-            _wait_listening(v2_port, process)
-            yield server, {"v1": v1_port, "v2": v2_port}
-        finally:
-            process.terminate()
-            try:
-                process.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            process.stdout.close()
+    v1_port, v2_port = free_port(), free_port()
+    with serving(server), running(_config(server.server_address[1], v1_port, v2_port),
+                                  v1_port, v2_port):
+        yield server, {"v1": v1_port, "v2": v2_port}
 
 
 def _through(port):

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+import support_tls
+
 from support_net import (HAVE_FORK, HAVE_UNIX, HOST, TIMEOUT, connect, recv_until_eof, serving,
                          subprocess_env, wait_for)
 
@@ -28,29 +30,18 @@ UNIX_SERVERS = ["UnixStreamServer", "ThreadingUnixStreamServer", "GreenletUnixSt
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory):
     """(certificate, key): a throwaway self-signed P-256 pair for localhost and 127.0.0.1."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command is not installed: no certificate to test with")
-    where = tmp_path_factory.mktemp("tls")
-    cert, key = str(where / "cert.pem"), str(where / "key.pem")
-    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                    "-keyout", key, "-out", cert],
-                   check=True, capture_output=True, timeout=60)
-    return cert, key
+    return support_tls.make_certificate(tmp_path_factory.mktemp("tls"), "localhost",
+                                        ip="127.0.0.1")
 
 
 @pytest.fixture(scope="session")
 def server_context(tls_files):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(*tls_files)
-    return context
+    return support_tls.server_context(tls_files)
 
 
 @pytest.fixture(scope="session")
 def client_context(tls_files):
-    return ssl.create_default_context(cafile=tls_files[0])
+    return support_tls.client_context(tls_files)
 
 
 def tls_connect(context, address, family=socket.AF_INET, timeout=TIMEOUT, **wrap):
