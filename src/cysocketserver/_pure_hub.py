@@ -269,6 +269,15 @@ class Hub:
             self._selector.register(fd, mask, ent, exclusive=ent.exclusive)
         ent.mask = mask
 
+    def _drop_interest(self, fd, ent):
+        """Stop watching fd (the selector may already have let go of a closed one)."""
+        if ent.mask:
+            ent.mask = 0
+            try:
+                self._selector.unregister(fd)
+            except (KeyError, ValueError, OSError):
+                pass
+
     def set_exclusive(self, fd):
         if fd < 0:
             raise ValueError(f"Invalid file descriptor: {fd}")
@@ -278,33 +287,24 @@ class Hub:
         if ent.exclusive:
             return
         ent.exclusive = True
-        if ent.mask:
-            # Registered the ordinary way: removed, so that the next wait adds it exclusively.
-            ent.mask = 0
-            try:
-                self._selector.unregister(fd)
-            except (KeyError, ValueError, OSError):
-                pass
+        # Registered the ordinary way: removed, so that the next wait adds it exclusively.
+        self._drop_interest(fd, ent)
 
     def forget_fd(self, fd):
         ent = self._fds.pop(fd, None)
-        if ent is not None and ent.mask:
-            ent.mask = 0
-            try:
-                self._selector.unregister(fd)
-            except (KeyError, ValueError, OSError):
-                pass
-        if ent is not None and ent.handler is not None:
+        if ent is None:
+            return
+        self._drop_interest(fd, ent)
+        if ent.handler is not None:
             handler, ent.handler = ent.handler, None
             handler.on_forget(fd)
-        if ent is not None:
-            # Whoever still waits on it learns at its next syscall that it is gone; a greenlet
-            # waiting to read and to write is woken once (a second wake-up would end its next,
-            # unrelated park early).
-            if ent.reader is not None:
-                self._ready.append((ent.reader, None))
-            if ent.writer is not None and ent.writer is not ent.reader:
-                self._ready.append((ent.writer, None))
+        # Whoever still waits on it learns at its next syscall that it is gone; a greenlet
+        # waiting to read and to write is woken once (a second wake-up would end its next,
+        # unrelated park early).
+        if ent.reader is not None:
+            self._ready.append((ent.reader, None))
+        if ent.writer is not None and ent.writer is not ent.reader:
+            self._ready.append((ent.writer, None))
 
     # -- attached handlers ----------------------------------------------------------------------
 
@@ -346,12 +346,7 @@ class Hub:
         if ent is None or ent.handler is None:
             return
         ent.handler = None
-        if ent.mask:
-            ent.mask = 0
-            try:
-                self._selector.unregister(fd)
-            except (KeyError, ValueError, OSError):
-                pass
+        self._drop_interest(fd, ent)
         if ent.reader is None and ent.writer is None:
             del self._fds[fd]
 
