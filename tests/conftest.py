@@ -9,6 +9,8 @@ import tempfile
 
 import pytest
 
+from support_greenlet import drop_thread_hub
+
 # A hung test must fail CI, not block it: dump every thread's stack and exit.
 # Generous, because some tests (mypy runs) are legitimately slow; the tests here
 # bound their own waits far below this.
@@ -47,15 +49,14 @@ def load_implementation(name):
 def _on_engine(name):
     """cysocketserver, building its loops, streams and hubs on engine ``name`` meanwhile."""
     mod = _cysocketserver()
-    from cysocketserver import _engine, greenlets
+    from cysocketserver import _engine
 
     if not _engine.available(name):
         pytest.skip(f"the {name} engine is not built in this install")
     with _engine.use(name):
         yield mod
     # A hub made on this engine for the test's own thread is not reused by the next test.
-    greenlets._tls.__dict__.pop("hub", None)
-    greenlets._tls.__dict__.pop("owner", None)
+    drop_thread_hub()
 
 
 @pytest.fixture(params=IMPLEMENTATIONS, ids=IMPLEMENTATION_IDS)

@@ -23,6 +23,15 @@ HOST = "127.0.0.1"
 TIMEOUT = 20.0
 
 
+
+def drop_thread_hub():
+    """Let go of this thread's hub (closing its descriptors), so that the next test makes a
+    fresh one, on its own engine."""
+    from cysocketserver import greenlets
+
+    greenlets._tls.__dict__.pop("hub", None)
+    greenlets._tls.__dict__.pop("owner", None)
+
 def raise_nofile():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:

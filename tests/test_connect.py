@@ -16,6 +16,7 @@ import pytest
 
 from support_haproxy import HAPROXY, SKIP_REASON, free_port, running
 from support_net import HOST, TIMEOUT, recv_until_eof, serving
+from support_greenlet import drop_thread_hub as _drop_thread_hub
 
 pytest.importorskip("greenlet")
 
@@ -42,11 +43,6 @@ def _has_ipv6_loopback():
 
 
 needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
-
-
-def _drop_thread_hub():
-    greenlets._tls.__dict__.pop("hub", None)
-    greenlets._tls.__dict__.pop("owner", None)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from support_net import HOST, TIMEOUT, serving
+from support_greenlet import drop_thread_hub as _drop_thread_hub
 from support_tls import client_context, make_certificate, server_context
 
 pytest.importorskip("greenlet")
@@ -21,11 +22,6 @@ from cysocketserver.green.tls import GreenTLSSocket  # noqa: E402
 @pytest.fixture(scope="module")
 def localhost_files(tmp_path_factory):
     return make_certificate(tmp_path_factory.mktemp("tls"), "localhost", ip="127.0.0.1")
-
-
-def _drop_thread_hub():
-    greenlets._tls.__dict__.pop("hub", None)
-    greenlets._tls.__dict__.pop("owner", None)
 
 
 @pytest.fixture(params=["plain", "green"])

@@ -30,6 +30,7 @@ from support_net import (
     subprocess_env,
     wait_for,
 )
+from support_greenlet import drop_thread_hub as _drop_thread_hub
 
 pytest.importorskip("greenlet")
 
@@ -40,11 +41,6 @@ from cysocketserver.models.greenlet import greenlet_state  # noqa: E402
 
 SUPPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support_greenlet.py")
 needs_unix = pytest.mark.skipif(not HAVE_UNIX, reason="needs AF_UNIX")
-
-
-def _drop_thread_hub():
-    greenlets._tls.__dict__.pop("hub", None)
-    greenlets._tls.__dict__.pop("owner", None)  # closes the hub's descriptors
 
 
 @pytest.fixture
@@ -106,7 +102,6 @@ def test_public_names():
         assert getattr(cysocketserver, name) is getattr(greenlets, name)
     assert issubclass(cysocketserver.GreenletTCPServer, cysocketserver.TCPServer)
     assert cysocketserver.GreenletTCPServer.block_on_close is True
-
 
 
 def test_public_names_say_what_they_do():
@@ -782,7 +777,6 @@ def test_to_thread(gl):
             assert slow.makefile("rb").readline() == b"done from the worker\n"
     # Outside a server too (the main greenlet of this thread waits on the hub).
     assert gl.to_thread(blocking, 0.01, result=5)[0] == 5
-
 
 
 def test_to_thread_limit_assigned_on_greenlets_takes_effect(gl, monkeypatch):

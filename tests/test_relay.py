@@ -10,19 +10,14 @@ import time
 
 import pytest
 
+from support_greenlet import drop_thread_hub as _drop_thread_hub
+
 pytest.importorskip("greenlet")
 
 import cysocketserver  # noqa: E402
 from cysocketserver import _engine, relaying  # noqa: E402
 
 TIMEOUT = 60
-
-
-def _drop_thread_hub():
-    from cysocketserver import greenlets
-
-    greenlets._tls.__dict__.pop("hub", None)
-    greenlets._tls.__dict__.pop("owner", None)
 
 
 @pytest.fixture(params=["greenlet", "threading"])

@@ -12,17 +12,13 @@ import time
 import pytest
 
 from support_net import HOST, TIMEOUT, request_reply, serving
+from support_greenlet import drop_thread_hub as _drop_thread_hub
 
 pytest.importorskip("greenlet")
 
 import cysocketserver  # noqa: E402
 import cysocketserver.greenlets as greenlets  # noqa: E402
 from greenlet import GreenletExit  # noqa: E402
-
-
-def _drop_thread_hub():
-    greenlets._tls.__dict__.pop("hub", None)
-    greenlets._tls.__dict__.pop("owner", None)
 
 
 @pytest.fixture

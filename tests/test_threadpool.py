@@ -6,6 +6,7 @@ import time
 import pytest
 
 from support_net import HAVE_FORK, TIMEOUT, fd_count, wait_for
+from support_greenlet import drop_thread_hub
 
 from cysocketserver.threadpool import WorkerPool
 
@@ -218,14 +219,12 @@ def hub_engine(request, monkeypatch):
 
     if not _engine.available(request.param):
         pytest.skip(f"the {request.param} engine is not built in this install")
-    greenlets._tls.__dict__.pop("hub", None)
-    greenlets._tls.__dict__.pop("owner", None)
+    drop_thread_hub()
     try:
         with _engine.use(request.param):
             yield greenlets.get_hub()
     finally:
-        greenlets._tls.__dict__.pop("hub", None)
-        greenlets._tls.__dict__.pop("owner", None)
+        drop_thread_hub()
 
 
 def _to_thread_threads():
